@@ -1,0 +1,191 @@
+"""The gRPC service shell: bind first, health NOT_SERVING until ready, Prometheus /metrics, graceful SIGTERM.
+
+A service provides `register(server) -> [service names]` and an optional `load()` (model, Redis...);
+`serve_grpc` does the rest the same way for every service. Domain errors become status codes in one
+place (`ErrorInterceptor`); anything unexpected is INTERNAL with a sanitized message.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry, start_http_server
+
+from sgpo.common.settings import ServiceConfig
+from sgpo.core.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+class ServiceError(Exception):
+    """A domain error with the status it maps to (both transports use it)."""
+
+    code = grpc.StatusCode.INTERNAL
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnavailableError(ServiceError):
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+class ResourceExhaustedError(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 413
+
+
+class BadRequestError(ServiceError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 422
+
+
+def map_exception(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    """(status, message) for an exception raised by a handler; unexpected ones are logged and sanitized."""
+    if isinstance(exc, ServiceError):
+        return exc.code, exc.message
+    if isinstance(exc, InvalidInputError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    log.error("unhandled error in %s", method, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log"
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner, method = handler.unary_unary, handler_call_details.method
+
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return inner(request, context)
+            except Exception as exc:
+                if context.code() not in (None, grpc.StatusCode.OK):  # the handler already aborted
+                    raise
+                code, message = map_exception(exc, method)
+                context.abort(code, message)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@dataclass
+class RunningServer:
+    """A started gRPC server with its health servicer and metrics endpoint (for tests and `serve_grpc`)."""
+
+    server: grpc.Server
+    port: int
+    metrics_port: int
+    health: health.HealthServicer
+    service_names: list[str]
+    _metrics_server: Any = None
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.service_names]:
+            self.health.set(name, status)
+
+    def stop(self, grace: float) -> None:
+        self.set_serving(False)
+        self.server.stop(grace).wait()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        self.stopped.set()
+
+
+def start_grpc(
+    cfg: ServiceConfig,
+    register: Callable[[grpc.Server], Iterable[str]],
+    registry: CollectorRegistry | None = None,
+) -> RunningServer:
+    """Bind and start the server with health NOT_SERVING; the caller flips it once ready."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix=cfg.service),
+        interceptors=[ErrorInterceptor()],
+        options=GRPC_OPTIONS,
+    )
+    names = list(register(server))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    if port == 0:
+        raise OSError(f"could not bind {cfg.host}:{cfg.port}; is the port in use? set a free one with --port")
+    metrics_server, metrics_port = None, 0
+    if registry is not None:
+        metrics_server, _ = start_http_server(cfg.metrics_port, addr=cfg.host, registry=registry)
+        metrics_port = metrics_server.server_port
+    running = RunningServer(server, port, metrics_port, health_servicer, names, metrics_server)
+    running.set_serving(False)
+    server.start()
+    return running
+
+
+def serve_grpc(
+    cfg: ServiceConfig,
+    register: Callable[[grpc.Server], Iterable[str]],
+    *,
+    registry: CollectorRegistry | None = None,
+    load: Callable[[], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """Run a service until SIGTERM/SIGINT: bind, load, report SERVING, then drain and stop."""
+    running = start_grpc(cfg, register, registry)
+    log.info("listening", extra={"port": running.port, "metrics_port": running.metrics_port})
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        if load is not None:
+            load()
+        running.set_serving(True)
+        log.info("serving", extra={"port": running.port, "metrics_port": running.metrics_port})
+        stop.wait()
+        log.info("shutting down", extra={"grace_period_s": cfg.grace_period_s})
+    finally:
+        running.stop(cfg.grace_period_s)
+        if on_stop is not None:
+            on_stop()
+        log.info("stopped")
+
+
+def wait_for_health(target: str, timeout_s: float = 30.0, service: str = "") -> None:
+    """Block until the gRPC server at `target` reports SERVING (raises TimeoutError otherwise)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{target} did not report SERVING within {timeout_s:.0f}s")
+            time.sleep(0.1)
