@@ -1,0 +1,158 @@
+"""The tiny policy: a character-level Llama-style causal LM the project builds and pretrains itself.
+
+`build_tiny_policy` writes a randomly initialised model and its tokenizer in Hugging Face format (so the
+same `AutoTokenizer` / `AutoModelForCausalLM` loading code serves real models); `ensure_tiny_policy` returns
+the folder of the pretrained one, running `sgpo pretrain --preset tiny` first if the cache lacks it.
+`TINY_PRESET` is the one place that fixes the model shape, the SFT recipe and the RL / eval levels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import string
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sgpo.tasks.arith import ArithSpec
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+# Printable ASCII plus space and newline, one token each; anything else is <unk>.
+CHARS = tuple(c for c in string.printable if c not in "\t\r\x0b\x0c")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A Llama-style decoder."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 352
+    max_positions: int = 512
+
+
+@dataclass(frozen=True)
+class TinyPreset:
+    """Everything that determines the pretrained tiny policy (its hash names the cache folder)."""
+
+    name: str = "tiny"
+    model: ModelShape = field(default_factory=ModelShape)
+    task: ArithSpec = field(default_factory=ArithSpec)
+    sft_steps: tuple[int, ...] = (1, 2, 3, 4)
+    """Difficulty levels (number of steps) the policy is fine-tuned on."""
+    sft_iters: int = 1500
+    """Optimizer steps of supervised fine-tuning."""
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup_iters: int = 50
+    weight_decay: float = 0.01
+    seed: int = 0
+    rl_steps: tuple[int, ...] = (5, 6)
+    """Levels the RL run trains on: past the SFT range, mostly all-negative groups, informative first errors."""
+    eval_steps: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+    """Levels of the accuracy table printed after pretraining (and used by RL evaluation)."""
+    eval_per_level: int = 200
+    """Test problems per level in the accuracy table."""
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+TINY_PRESET = TinyPreset()
+PRESETS: dict[str, TinyPreset] = {"tiny": TINY_PRESET}
+
+
+def _build_tokenizer() -> object:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate((*SPECIAL_TOKENS, *CHARS))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    # Every sequence starts with <bos>, as for most real models: the first character gets context.
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        clean_up_tokenization_spaces=False,
+        padding_side="left",
+        model_max_length=ModelShape().max_positions,
+    )
+
+
+def build_tiny_policy(out_dir: Path, seed: int = 0, shape: ModelShape | None = None) -> Path:
+    """Write a randomly initialised tiny Llama and its character tokenizer (HF format, safetensors) to `out_dir`.
+
+    Deterministic by `seed`; loadable with `AutoTokenizer.from_pretrained(out_dir)` and
+    `AutoModelForCausalLM.from_pretrained(out_dir)`.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shape = shape or ModelShape()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer()
+    vocab_size = len(SPECIAL_TOKENS) + len(CHARS)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_heads,
+        max_position_embeddings=shape.max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=SPECIAL_TOKENS.index(PAD),
+        bos_token_id=SPECIAL_TOKENS.index(BOS),
+        eos_token_id=SPECIAL_TOKENS.index(EOS),
+        dtype="float32",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = config.pad_token_id
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.bos_token_id = config.bos_token_id
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)  # type: ignore[attr-defined]
+    return out_dir
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """Where pretrained policies live: `cache_dir`, else $SGPO_CACHE_DIR, else ~/.cache/sgpo."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("SGPO_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "sgpo"
+
+
+def policy_dir(preset: TinyPreset = TINY_PRESET, cache_dir: Path | None = None) -> Path:
+    """The cache folder of `preset`'s pretrained policy (named by a hash of the preset)."""
+    return cache_root(cache_dir) / "policies" / f"{preset.name}-{preset.digest()}"
+
+
+def ensure_tiny_policy(
+    cache_dir: Path | None = None, preset: TinyPreset = TINY_PRESET, progress: bool = True
+) -> Path:
+    """The pretrained policy's folder, pretraining it first (once, under a file lock) if the cache lacks it."""
+    import fcntl
+
+    target = policy_dir(preset, cache_dir)
+    if (target / "pretrain.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds the finished folder
+        if not (target / "pretrain.json").is_file():
+            from sgpo.tasks.pretrain import pretrain
+
+            pretrain(preset, target, progress=progress)
+    return target
