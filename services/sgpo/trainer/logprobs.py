@@ -18,7 +18,9 @@ def compute_token_logprobs(model: Any, input_ids: Any, attention_mask: Any, temp
 
     # Positions count real tokens only, as `generate` does, so left padding does not shift them.
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    out = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    )
     logits = out.logits[:, :-1]
     logits = logits.float()
     if temperature != 1.0:
