@@ -13,7 +13,13 @@ from sgpo.common.settings import ConfigError, load_config
 HELP = "run one service (generator, verifier, judge, orchestrator, trainer)"
 
 # service name -> (config class path, server module exposing serve(cfg))
-SERVICES: dict[str, tuple[str, str]] = {}
+SERVICES: dict[str, tuple[str, str]] = {
+    "generator": ("sgpo.generator.config:GeneratorConfig", "sgpo.generator.server"),
+    "verifier": ("sgpo.verifier.config:VerifierConfig", "sgpo.verifier.server"),
+    "judge": ("sgpo.judge.config:JudgeConfig", "sgpo.judge.server"),
+    "orchestrator": ("sgpo.orchestrator.config:OrchestratorConfig", "sgpo.orchestrator.server"),
+    "trainer": ("sgpo.trainer.config:TrainerConfig", "sgpo.trainer.server"),
+}
 
 
 def _config_class(name: str) -> Any:

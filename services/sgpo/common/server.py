@@ -151,25 +151,50 @@ def serve_grpc(
     registry: CollectorRegistry | None = None,
     load: Callable[[], None] | None = None,
     on_stop: Callable[[], None] | None = None,
+    main: Callable[[threading.Event], None] | None = None,
 ) -> None:
-    """Run a service until SIGTERM/SIGINT: bind, load, report SERVING, then drain and stop."""
+    """Run a service until SIGTERM/SIGINT: bind, load, report SERVING, then drain and stop.
+
+    `main(stop)`, if given, is the service's own work (the orchestrator's loop, the trainer's steps), run in a
+    thread once SERVING; it must return soon after `stop` is set, and when it returns the service stops.
+    """
     running = start_grpc(cfg, register, registry)
     log.info("listening", extra={"port": running.port, "metrics_port": running.metrics_port})
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    worker: threading.Thread | None = None
+    failed: list[BaseException] = []
     try:
         if load is not None:
             load()
         running.set_serving(True)
         log.info("serving", extra={"port": running.port, "metrics_port": running.metrics_port})
+        if main is not None:
+
+            def work() -> None:
+                try:
+                    main(stop)
+                except BaseException as e:
+                    log.error("service main loop failed", exc_info=e)
+                    failed.append(e)
+                finally:
+                    stop.set()
+
+            worker = threading.Thread(target=work, name=f"{cfg.service}-main")
+            worker.start()
         stop.wait()
         log.info("shutting down", extra={"grace_period_s": cfg.grace_period_s})
     finally:
+        stop.set()
+        if worker is not None:
+            worker.join()
         running.stop(cfg.grace_period_s)
         if on_stop is not None:
             on_stop()
         log.info("stopped")
+    if failed:
+        raise SystemExit(1)
 
 
 def wait_for_health(target: str, timeout_s: float = 30.0, service: str = "") -> None:
