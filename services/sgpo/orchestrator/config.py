@@ -1,0 +1,116 @@
+"""OrchestratorConfig: where prompts come from, which services to call, how groups are scored and paced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from sgpo.common.settings import ServiceConfig
+from sgpo.core.config import AlgoConfig
+
+
+class SamplingConfig(BaseModel):
+    """Sampling parameters for RL rollouts (vLLM names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(1.0, ge=0.0)
+    """Softmax temperature; RL needs > 0 for diverse groups."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    max_tokens: int = Field(256, ge=1)
+    """Longest completion in tokens."""
+    stop: list[str] = []
+    """Stop strings (not included in the completion)."""
+
+
+class RetryConfig(BaseModel):
+    """Retries of a call to a service that is down or slow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(6, ge=1)
+    """Tries per call before the group is given up (never enqueued partially)."""
+    backoff_s: float = Field(0.5, ge=0.0)
+    """First wait between tries; doubles each time."""
+    max_backoff_s: float = Field(8.0, ge=0.0)
+    """Longest wait between tries."""
+
+
+class OrchestratorConfig(ServiceConfig):
+    """The orchestrator service (`sgpo serve orchestrator`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SGPO_ORCHESTRATOR__", extra="forbid", env_nested_delimiter="__"
+    )
+    service: ClassVar[str] = "orchestrator"
+
+    run_id: str = "default"
+    """Names this run's Redis keys (sgpo:{run_id}:...); trainer and orchestrator must agree."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis holding the group queue."""
+    dataset: Path | None = None
+    """JSONL of prompts with `problem` and `answer` (optional `solution`, `unique_id`); required unless replaying."""
+    replay: Path | None = None
+    """Offline mode: replay groups recorded by `sgpo record` instead of generating."""
+    epochs: int = Field(1, ge=0)
+    """Passes over the dataset (or the recorded file); 0 means until stopped."""
+    shuffle: bool = True
+    """Shuffle the prompts every epoch."""
+    seed: int = 0
+    """Seed for shuffling and sampling."""
+    prompt_template: str = "{problem}\n"
+    """How a problem becomes the policy's prompt; `{problem}` is replaced."""
+    algo: AlgoConfig = AlgoConfig()
+    """Rewards, coloring and advantages (shared with the trainer)."""
+    sampling: SamplingConfig = SamplingConfig()
+    """Rollout sampling."""
+    generator_target: str = "127.0.0.1:50051"
+    """host:port of the generator's gRPC server."""
+    verifier_target: str = "127.0.0.1:50052"
+    """host:port of the verifier's gRPC server."""
+    judge_target: str = "127.0.0.1:50053"
+    """host:port of the judge's gRPC server (used only for groups that need coloring)."""
+    prompts_per_request: int = Field(8, ge=1)
+    """Prompts sent to the generator in one Generate call."""
+    max_concurrency: int = Field(2, ge=1)
+    """Generate requests in flight at once (verification and judging overlap with them)."""
+    generate_timeout_s: float = Field(600.0, gt=0)
+    """Deadline of one Generate call."""
+    verify_timeout_s: float = Field(120.0, gt=0)
+    """Deadline of one Verify call."""
+    judge_timeout_s: float = Field(120.0, gt=0)
+    """Deadline of one Judge call; past it (after retries) the group stays uncolored."""
+    judge_attempts: int = Field(2, ge=1)
+    """Tries per Judge call: a judge failure only costs coloring, so it is retried less than generation."""
+    retry: RetryConfig = RetryConfig()
+    """Retries for generator and verifier calls."""
+    batch_groups: int = Field(8, ge=1)
+    """Groups the trainer takes per step; with max_policy_lag it sets how far generation may run ahead."""
+    max_policy_lag: int = Field(1, ge=0)
+    """Generate groups for trainer step s only once the trainer's policy version is >= s - max_policy_lag."""
+    high_water: int = Field(256, ge=1)
+    """Pause while this many groups are queued and not yet acknowledged."""
+    max_groups: int = Field(0, ge=0)
+    """Stop after enqueueing this many groups (0: no limit)."""
+    stats_path: Path | None = None
+    """If set, append one JSON line per enqueued group (kind, colored, accuracy, reward, timings)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> OrchestratorConfig:
+        if self.dataset is None and self.replay is None:
+            raise ValueError("set `dataset` (a JSONL of problems) or `replay` (a file from `sgpo record`)")
+        if self.algo.group_size < 2:
+            raise ValueError(
+                f"GRPO needs at least 2 generations per prompt; got algo.group_size={self.algo.group_size}"
+            )
+        if "{problem}" not in self.prompt_template:
+            raise ValueError(f"prompt_template must contain {{problem}}; got {self.prompt_template!r}")
+        if self.sampling.temperature == 0.0:
+            raise ValueError(
+                "sampling.temperature = 0 makes every completion of a group identical; use > 0 for RL"
+            )
+        return self

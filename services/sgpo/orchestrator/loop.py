@@ -1,0 +1,340 @@
+"""The orchestrator's loop: prompts -> Generate -> Verify -> (Judge) -> scored Group -> sink.
+
+Chunks of prompts are processed by a bounded pool; a chunk whose generation or verification fails for good
+is dropped whole and counted (no partial group is ever enqueued); a judge failure leaves the group
+uncolored and counted. Before each chunk the loop waits for the sink's backpressure and staleness bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from pathlib import Path
+from typing import Protocol, cast
+
+from sgpo.common.convert import completion_from_pb, judgement_from_pb, verdict_from_pb
+from sgpo.core import Group, StepJudgement, keep_for_dynamic_sampling
+from sgpo.orchestrator.clients import Clients, ServiceCallError, call_with_retry
+from sgpo.orchestrator.config import OrchestratorConfig, RetryConfig
+from sgpo.orchestrator.dataset import Prompt, iterate_epochs, load_prompts
+from sgpo.orchestrator.metrics import OrchestratorMetrics
+from sgpo.orchestrator.offline import read_groups
+from sgpo.orchestrator.rollout import build_group, score
+from sgpo.v1 import common_pb2, generator_pb2, judge_pb2, verifier_pb2
+
+log = logging.getLogger(__name__)
+
+
+class GroupSink(Protocol):
+    def put(self, group: Group) -> None: ...
+
+
+class Pacer(Protocol):
+    """Blocks until the next `n` groups may be produced (backpressure and staleness)."""
+
+    def wait(self, groups_ahead: int, stop: threading.Event) -> None: ...
+
+
+class NoPacing:
+    def wait(self, groups_ahead: int, stop: threading.Event) -> None:
+        return None
+
+
+@dataclass
+class RunStats:
+    enqueued: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    failed_groups: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, kind: str, n: int = 1) -> None:
+        with self.lock:
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + n
+
+
+def chunked(it: Iterator[tuple[int, Prompt]], n: int) -> Iterator[list[tuple[int, Prompt]]]:
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        cfg: OrchestratorConfig,
+        sink: GroupSink,
+        *,
+        clients: Clients | None = None,
+        pacer: Pacer | None = None,
+        metrics: OrchestratorMetrics | None = None,
+        stats_path: Path | None = None,
+        judge_all_wrong: bool = False,
+        current_version: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.cfg, self.sink = cfg, sink
+        self.clients = clients
+        self.pacer = pacer or NoPacing()
+        self.metrics = metrics or OrchestratorMetrics()
+        self.stats = RunStats()
+        self.stop = threading.Event()
+        self.judge_all_wrong = judge_all_wrong
+        self.current_version = current_version
+        self._stats_file = stats_path.open("a", encoding="utf-8") if stats_path else None
+        self._stats_lock = threading.Lock()
+
+    # -- one chunk ---------------------------------------------------------------------------------------
+    def _call(
+        self, service: str, fn: Callable[..., object], request: object, timeout_s: float, retry: RetryConfig
+    ) -> object:
+        t0 = time.perf_counter()
+        try:
+            return call_with_retry(
+                service,
+                fn,
+                request,
+                timeout_s=timeout_s,
+                retry=retry,
+                stop=self.stop,
+                on_retry=lambda s: self.metrics.retries.labels(s).inc(),
+            )
+        finally:
+            self.metrics.latency.labels(service).observe(time.perf_counter() - t0)
+
+    def _judge_fn(
+        self, prompt: Prompt, completions_text: list[str], char_starts: list[list[int]]
+    ) -> Callable[[list[int]], list[StepJudgement | None]]:
+        assert self.clients is not None
+        cfg, algo, clients = self.cfg, self.cfg.algo, self.clients
+
+        def judge(indices: list[int]) -> list[StepJudgement | None]:
+            request = judge_pb2.JudgeRequest(
+                problem=prompt.problem,
+                reference_solution=prompt.solution,
+                items=[
+                    judge_pb2.JudgeItem(response=completions_text[i], token_char_starts=char_starts[i])
+                    for i in indices
+                ],
+                coloring=common_pb2.ColoringParams(
+                    beta=algo.beta, gamma=algo.gamma, r_max=algo.r_max, rts_unit=algo.rts_unit
+                ),
+            )
+            retry = cfg.retry.model_copy(update={"attempts": cfg.judge_attempts})
+            try:
+                resp = cast(
+                    judge_pb2.JudgeResponse,
+                    self._call(
+                        "judge",
+                        clients.judge.Judge,
+                        request,
+                        cfg.judge_timeout_s,
+                        retry,
+                    ),
+                )
+            except ServiceCallError as e:
+                log.warning("judge failed; group stays uncolored", extra={"error": str(e)})
+                return [None] * len(indices)
+            if len(resp.judgements) != len(indices):
+                log.warning("judge returned %d judgements for %d items", len(resp.judgements), len(indices))
+                return [None] * len(indices)
+            return [judgement_from_pb(j) for j in resp.judgements]
+
+        return judge
+
+    def process_chunk(self, chunk: list[tuple[int, Prompt]]) -> list[Group]:
+        """Generate, verify, judge and score one chunk of prompts; the groups to enqueue."""
+        assert self.clients is not None
+        cfg = self.cfg
+        prompts = [p for _, p in chunk]
+        texts = [cfg.prompt_template.replace("{problem}", p.problem) for p in prompts]
+        s = cfg.sampling
+        sampling = common_pb2.SamplingParams(
+            n=cfg.algo.group_size,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+            stop=s.stop,
+        )
+        try:
+            t0 = time.perf_counter()
+            gen = cast(
+                generator_pb2.GenerateResponse,
+                self._call(
+                    "generator",
+                    self.clients.generator.Generate,
+                    generator_pb2.GenerateRequest(prompts=texts, sampling=sampling),
+                    cfg.generate_timeout_s,
+                    cfg.retry,
+                ),
+            )
+            t_gen = time.perf_counter() - t0
+            if len(gen.results) != len(prompts):
+                raise ServiceCallError(
+                    "generator", None, f"{len(gen.results)} results for {len(prompts)} prompts", 1
+                )
+            items = [
+                verifier_pb2.VerifyItem(gold=p.answer, pred=c.text)
+                for p, r in zip(prompts, gen.results, strict=True)
+                for c in r.completions
+            ]
+            t0 = time.perf_counter()
+            ver = cast(
+                verifier_pb2.VerifyResponse,
+                self._call(
+                    "verifier",
+                    self.clients.verifier.Verify,
+                    verifier_pb2.VerifyRequest(items=items),
+                    cfg.verify_timeout_s,
+                    cfg.retry,
+                ),
+            )
+            t_ver = time.perf_counter() - t0
+            if len(ver.verdicts) != len(items):
+                raise ServiceCallError(
+                    "verifier", None, f"{len(ver.verdicts)} verdicts for {len(items)} items", 1
+                )
+        except ServiceCallError as e:
+            log.error("dropping a chunk of %d prompts: %s", len(prompts), e)
+            self.metrics.groups.labels("failed").inc(len(prompts))
+            self.stats.count("failed", len(prompts))
+            return []
+        groups, offset = [], 0
+        for prompt, text, result in zip(prompts, texts, gen.results, strict=True):
+            n = len(result.completions)
+            if n < 2:
+                log.error("generator returned %d completions for a prompt; need >= 2", n)
+                self.metrics.groups.labels("failed").inc()
+                continue
+            completions = [completion_from_pb(c) for c in result.completions]
+            verdicts = [verdict_from_pb(v) for v in ver.verdicts[offset : offset + n]]
+            offset += n
+            self.metrics.tokens.inc(sum(len(c.token_ids) for c in completions))
+            judge = self._judge_fn(
+                prompt, [c.text for c in completions], [list(c.token_char_starts) for c in completions]
+            )
+            group, dropped, uncolorable = build_group(
+                prompt,
+                text,
+                result.prompt_token_ids,
+                completions,
+                verdicts,
+                judge,
+                cfg.algo,
+                run_id=cfg.run_id,
+                timings={"generate": t_gen, "verify": t_ver},
+                judge_all_wrong=self.judge_all_wrong,
+            )
+            if uncolorable:
+                self.metrics.groups.labels("uncolorable").inc()
+                self.stats.count("uncolorable")
+            if group is None:
+                self.metrics.groups.labels(dropped or "filtered").inc()
+                self.stats.count(dropped or "filtered")
+                continue
+            groups.append(group)
+        return groups
+
+    def _emit(self, group: Group) -> None:
+        self.sink.put(group)
+        m = self.metrics
+        m.groups.labels(group.kind).inc()
+        self.stats.count(group.kind)
+        if group.colored:
+            m.groups.labels("colored").inc()
+            self.stats.count("colored")
+        correct = sum(v.status == "correct" for v in group.verdicts)
+        m.reward.observe(sum(group.rewards) / len(group.rewards))
+        m.accuracy.observe(correct / len(group.verdicts))
+        m.policy_lag.set(max(0, self.current_version() - group.policy_version))
+        self.stats.enqueued += 1
+        if self._stats_file is not None:
+            row = {
+                "t": time.time(),
+                "kind": group.kind,
+                "colored": group.colored,
+                "accuracy": correct / len(group.verdicts),
+                "reward_mean": sum(group.rewards) / len(group.rewards),
+                "policy_version": group.policy_version,
+                "tokens": sum(len(c.token_ids) for c in group.completions),
+                **{f"{k}_s": v for k, v in group.timings.items()},
+            }
+            with self._stats_lock:
+                self._stats_file.write(json.dumps(row) + "\n")
+                self._stats_file.flush()
+
+    def _limit_reached(self) -> bool:
+        return self.cfg.max_groups > 0 and self.stats.enqueued >= self.cfg.max_groups
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def run(self) -> RunStats:
+        try:
+            return self._replay() if self.cfg.replay is not None else self._online()
+        finally:
+            if self._stats_file is not None:
+                self._stats_file.close()
+
+    def _online(self) -> RunStats:
+        cfg = self.cfg
+        assert cfg.dataset is not None
+        stream = iterate_epochs(load_prompts(cfg.dataset), cfg.epochs, cfg.shuffle, cfg.seed)
+        inflight: dict[Future[list[Group]], int] = {}
+
+        def drain(block: bool) -> None:
+            done, _ = (
+                wait(list(inflight), return_when=FIRST_COMPLETED)
+                if block
+                else ([f for f in inflight if f.done()], None)
+            )
+            for f in done:
+                inflight.pop(f)
+                for g in f.result():
+                    if not self._limit_reached():
+                        self._emit(g)
+
+        with ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="rollout") as pool:
+            for chunk in chunked(stream, cfg.prompts_per_request):
+                if self.stop.is_set() or self._limit_reached():
+                    break
+                while len(inflight) >= cfg.max_concurrency:
+                    drain(block=True)
+                drain(block=False)
+                self.metrics.paused.set(1)
+                self.pacer.wait(self.stats.enqueued + sum(inflight.values()) + len(chunk), self.stop)
+                self.metrics.paused.set(0)
+                if self.stop.is_set():
+                    break
+                inflight[pool.submit(self.process_chunk, chunk)] = len(chunk)
+            while inflight:  # finish what is in flight: whole groups only
+                drain(block=True)
+        log.info(
+            "orchestrator finished", extra={"enqueued": self.stats.enqueued, "by_kind": self.stats.by_kind}
+        )
+        return self.stats
+
+    def _replay(self) -> RunStats:
+        cfg = self.cfg
+        assert cfg.replay is not None
+        epoch = 0
+        while cfg.epochs == 0 or epoch < cfg.epochs:
+            for recorded in read_groups(cfg.replay):
+                if self.stop.is_set() or self._limit_reached():
+                    return self.stats
+                self.pacer.wait(self.stats.enqueued + 1, self.stop)
+                group, uncolorable = score(recorded, cfg.algo)
+                if uncolorable:
+                    self.metrics.groups.labels("uncolorable").inc()
+                    self.stats.count("uncolorable")
+                if cfg.algo.uses_dynamic_sampling and not keep_for_dynamic_sampling(
+                    [v.status for v in group.verdicts]
+                ):
+                    self.metrics.groups.labels("filtered").inc()
+                    self.stats.count("filtered")
+                    continue
+                # A new id per epoch: the queue dedupes by id, and each epoch is a new use of the sample.
+                self._emit(replace(group, group_id=f"{recorded.group_id}-e{epoch}", run_id=cfg.run_id))
+            epoch += 1
+        return self.stats

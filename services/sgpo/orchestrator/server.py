@@ -1,0 +1,92 @@
+"""`sgpo serve orchestrator`: the loop as a service with health, metrics and a graceful stop.
+
+It reports SERVING once Redis answers; SIGTERM lets the chunks in flight finish (whole groups only) and
+exits. When the dataset's epochs are done it exits 0 by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+import grpc
+
+from sgpo.common.queue import GroupQueue
+from sgpo.common.server import serve_grpc
+from sgpo.core import Group
+from sgpo.orchestrator.clients import Clients
+from sgpo.orchestrator.config import OrchestratorConfig
+from sgpo.orchestrator.loop import Orchestrator
+from sgpo.orchestrator.metrics import OrchestratorMetrics
+
+log = logging.getLogger(__name__)
+
+
+class QueuePacer:
+    """Backpressure (queue backlog below the high-water mark) and the staleness bound (max_policy_lag)."""
+
+    def __init__(
+        self, queue: GroupQueue, batch_groups: int, max_policy_lag: int, poll_s: float = 0.2
+    ) -> None:
+        self.queue, self.batch_groups, self.max_policy_lag, self.poll_s = (
+            queue,
+            batch_groups,
+            max_policy_lag,
+            poll_s,
+        )
+
+    def ready(self, groups_ahead: int) -> bool:
+        step = (
+            max(groups_ahead - 1, 0) // self.batch_groups
+        )  # the trainer step that will consume these groups
+        return (
+            self.queue.read_policy_version() >= step - self.max_policy_lag
+            and self.queue.backlog() < self.queue.high_water
+        )
+
+    def wait(self, groups_ahead: int, stop: threading.Event) -> None:
+        while not stop.is_set() and not self.ready(groups_ahead):
+            stop.wait(self.poll_s)
+
+
+class QueueSink:
+    def __init__(self, queue: GroupQueue) -> None:
+        self.queue = queue
+
+    def put(self, group: Group) -> None:
+        result = self.queue.put(group)
+        if result.status != "queued":
+            log.warning("group not queued", extra={"group_id": group.group_id, "status": result.status})
+
+
+def serve(cfg: OrchestratorConfig) -> None:
+    metrics = OrchestratorMetrics()
+    queue = GroupQueue(cfg.redis_url, cfg.run_id, high_water=cfg.high_water, consumer="orchestrator")
+    clients = Clients(cfg.generator_target, cfg.verifier_target, cfg.judge_target)
+    orchestrator = Orchestrator(
+        cfg,
+        QueueSink(queue),
+        clients=clients,
+        pacer=QueuePacer(queue, cfg.batch_groups, cfg.max_policy_lag),
+        metrics=metrics,
+        stats_path=cfg.stats_path,
+        current_version=queue.read_policy_version,
+    )
+
+    def register(server: grpc.Server) -> Iterable[str]:
+        return ["sgpo.v1.Orchestrator"]
+
+    def load() -> None:
+        queue.client.ping()  # SERVING only once Redis answers
+
+    def main(stop: threading.Event) -> None:
+        orchestrator.stop = stop
+        stats = orchestrator.run()
+        log.info("orchestrator done", extra={"enqueued": stats.enqueued, "by_kind": stats.by_kind})
+
+    def close() -> None:
+        clients.close()
+        queue.close()
+
+    serve_grpc(cfg, register, registry=metrics.registry, load=load, main=main, on_stop=close)
