@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15sgpo/v1/trainer.proto\x12\x07sgpo.v1\"\x12\n\x10GetStatusRequest\"\x0e\n\x0cPauseRequest\"\x0f\n\rResumeRequest\"\x16\n\x14\x43heckpointNowRequest\"\x8a\x01\n\rTrainerStatus\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x11\n\tqueue_lag\x18\x04 \x01(\x03\x12\x17\n\x0flast_checkpoint\x18\x05 \x01(\t\x12\x17\n\x0fgroups_consumed\x18\x06 \x01(\x03\"3\n\x15\x43heckpointNowResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x32\x92\x02\n\x0eTrainerService\x12>\n\tGetStatus\x12\x19.sgpo.v1.GetStatusRequest\x1a\x16.sgpo.v1.TrainerStatus\x12\x36\n\x05Pause\x12\x15.sgpo.v1.PauseRequest\x1a\x16.sgpo.v1.TrainerStatus\x12\x38\n\x06Resume\x12\x16.sgpo.v1.ResumeRequest\x1a\x16.sgpo.v1.TrainerStatus\x12N\n\rCheckpointNow\x12\x1d.sgpo.v1.CheckpointNowRequest\x1a\x1e.sgpo.v1.CheckpointNowResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15sgpo/v1/trainer.proto\x12\x07sgpo.v1\"\x12\n\x10GetStatusRequest\"\x0e\n\x0cPauseRequest\"\x0f\n\rResumeRequest\"\x16\n\x14\x43heckpointNowRequest\"\xb9\x01\n\rTrainerStatus\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x11\n\tqueue_lag\x18\x04 \x01(\x03\x12\x17\n\x0flast_checkpoint\x18\x05 \x01(\t\x12\x17\n\x0fgroups_consumed\x18\x06 \x01(\x03\x12\x15\n\rqueue_backlog\x18\x07 \x01(\x03\x12\x16\n\x0epending_groups\x18\x08 \x01(\x03\"3\n\x15\x43heckpointNowResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x32\x92\x02\n\x0eTrainerService\x12>\n\tGetStatus\x12\x19.sgpo.v1.GetStatusRequest\x1a\x16.sgpo.v1.TrainerStatus\x12\x36\n\x05Pause\x12\x15.sgpo.v1.PauseRequest\x1a\x16.sgpo.v1.TrainerStatus\x12\x38\n\x06Resume\x12\x16.sgpo.v1.ResumeRequest\x1a\x16.sgpo.v1.TrainerStatus\x12N\n\rCheckpointNow\x12\x1d.sgpo.v1.CheckpointNowRequest\x1a\x1e.sgpo.v1.CheckpointNowResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,9 +40,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKPOINTNOWREQUEST']._serialized_start=87
   _globals['_CHECKPOINTNOWREQUEST']._serialized_end=109
   _globals['_TRAINERSTATUS']._serialized_start=112
-  _globals['_TRAINERSTATUS']._serialized_end=250
-  _globals['_CHECKPOINTNOWRESPONSE']._serialized_start=252
-  _globals['_CHECKPOINTNOWRESPONSE']._serialized_end=303
-  _globals['_TRAINERSERVICE']._serialized_start=306
-  _globals['_TRAINERSERVICE']._serialized_end=580
+  _globals['_TRAINERSTATUS']._serialized_end=297
+  _globals['_CHECKPOINTNOWRESPONSE']._serialized_start=299
+  _globals['_CHECKPOINTNOWRESPONSE']._serialized_end=350
+  _globals['_TRAINERSERVICE']._serialized_start=353
+  _globals['_TRAINERSERVICE']._serialized_end=627
 # @@protoc_insertion_point(module_scope)
