@@ -13,8 +13,10 @@ from collections.abc import Sequence
 
 # command name -> module implementing it
 COMMANDS: dict[str, str] = {
+    "pretrain": "sgpo.tasks.pretrain",
     "serve": "sgpo.serve",
     "simulate": "sgpo.simulate",
+    "train": "sgpo.launch.train",
 }
 
 

@@ -1,0 +1,73 @@
+"""Held-out evaluation of the policy the generator is serving: greedy answers, verified, accuracy by difficulty."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sgpo.v1 import common_pb2, generator_pb2, verifier_pb2
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    problem: str
+    answer: str
+    level: str
+
+
+def load_eval_items(path: Path, level_field: str = "steps") -> list[EvalItem]:
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            items.append(EvalItem(row["problem"], str(row["answer"]), str(row.get(level_field, "all"))))
+    return items
+
+
+def evaluate_served_policy(
+    generator: Any,
+    verifier: Any,
+    items: list[EvalItem],
+    prompt_template: str,
+    max_tokens: int,
+    batch: int = 128,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Greedy accuracy per level (and overall) of whatever the generator serves now, plus the versions seen."""
+    correct: dict[str, int] = defaultdict(int)
+    total: dict[str, int] = defaultdict(int)
+    versions: set[int] = set()
+    t0 = time.perf_counter()
+    sampling = common_pb2.SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=0)
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        prompts = [prompt_template.replace("{problem}", it.problem) for it in chunk]
+        gen = generator.Generate(
+            generator_pb2.GenerateRequest(prompts=prompts, sampling=sampling), timeout=timeout_s
+        )
+        texts = [r.completions[0].text for r in gen.results]
+        versions.update(r.completions[0].policy_version for r in gen.results)
+        ver = verifier.Verify(
+            verifier_pb2.VerifyRequest(
+                items=[
+                    verifier_pb2.VerifyItem(gold=it.answer, pred=t)
+                    for it, t in zip(chunk, texts, strict=True)
+                ]
+            ),
+            timeout=timeout_s,
+        )
+        for it, v in zip(chunk, ver.verdicts, strict=True):
+            total[it.level] += 1
+            correct[it.level] += int(v.status == common_pb2.VERDICT_STATUS_CORRECT)
+    levels = sorted(total, key=lambda s: (len(s), s))
+    return {
+        "accuracy": {lv: correct[lv] / total[lv] for lv in levels},
+        "overall": sum(correct.values()) / max(1, sum(total.values())),
+        "n": sum(total.values()),
+        "policy_versions": sorted(versions),
+        "seconds": time.perf_counter() - t0,
+    }

