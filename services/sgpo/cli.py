@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "serve": "sgpo.serve",
     "simulate": "sgpo.simulate",
     "train": "sgpo.launch.train",
+    "record": "sgpo.launch.record",
 }
 
 
