@@ -86,6 +86,18 @@ class LocalCluster:
     def target(self, name: str) -> str:
         return f"127.0.0.1:{self.services[name].spec.port}"
 
+    def _write_state(self) -> None:
+        """services.json beside the logs: name -> pid and ports, rewritten at every (re)start (for operators and tests)."""
+        import json
+
+        state = {
+            n: {"pid": r.proc.pid, "port": r.spec.port, "metrics_port": r.spec.metrics_port, "restarts": r.restarts}
+            for n, r in self.services.items()
+        }
+        tmp = self.log_dir / "services.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.log_dir / "services.json")
+
     def _spawn(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         prefix = f"SGPO_{spec.name.upper()}__"
@@ -104,6 +116,7 @@ class LocalCluster:
     def start(self, spec: ServiceSpec, wait_ready: bool = True, timeout_s: float = 300.0) -> None:
         with self._lock:
             self.services[spec.name] = _Running(spec, self._spawn(spec))
+            self._write_state()
         if wait_ready:
             self.wait_ready(spec.name, timeout_s)
 
@@ -152,6 +165,7 @@ class LocalCluster:
                     running.proc = self._spawn(running.spec)
                     running.restarts += 1
                     self.restart_counts[name] = running.restarts
+                    self._write_state()
                 try:
                     self.wait_ready(name)
                     if running.spec.after_restart is not None:

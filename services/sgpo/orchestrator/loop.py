@@ -254,6 +254,7 @@ class Orchestrator:
         if self._stats_file is not None:
             row = {
                 "t": time.time(),
+                "group_id": group.group_id,
                 "kind": group.kind,
                 "colored": group.colored,
                 "accuracy": correct / len(group.verdicts),
