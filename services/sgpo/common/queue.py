@@ -4,7 +4,8 @@ Keys, all under `sgpo:{run_id}:`:
   groups          the stream; one entry per Group: {group_id, data = Group protobuf (sgpo.common.convert)}
   group_ids       every group id ever queued; `put` skips an id already there (producer-side dedupe)
   dead            dead-letter stream: {source_id, group_id, reason, size, data?} for entries no trainer can use
-  policy_version  the newest weights version the trainer published (the orchestrator's staleness bound)
+  policy_version  the version (trainer step) of the weights the trainer published last; it goes back
+                  when a trainer resumes from an older checkpoint (the orchestrator's staleness bound)
 
 Delivery: trainers read through one consumer group. An entry stays pending (in Redis's PEL) until `ack`,
 which the trainer calls only once the checkpoint holding the entry's effect is durable. A consumer that
@@ -42,14 +43,6 @@ _PUT_LUA = """
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return false end
 return redis.call('XADD', KEYS[1], '*', 'group_id', ARGV[1], 'data', ARGV[2])
 """
-# Raise policy_version to ARGV[1] if it is higher; return the stored value.
-_MAX_LUA = """
-local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
-local new = tonumber(ARGV[1])
-if new > cur then redis.call('SET', KEYS[1], ARGV[1]); return new end
-return cur
-"""
-
 PutStatus = Literal["queued", "duplicate", "dead_letter"]
 Delivery = Literal["new", "own_pending", "reclaimed"]
 
@@ -180,7 +173,6 @@ class GroupQueue:
             redis_url, client_name=f"sgpo-{run_id}-{self.consumer}"[:120], socket_timeout_s=socket_timeout_s
         )
         self._put = self.client.register_script(_PUT_LUA)
-        self._max = self.client.register_script(_MAX_LUA)
         self._group_ready = False
         self._claim_cursor = "0-0"
 
@@ -348,13 +340,15 @@ class GroupQueue:
 
     # ---------------------------------------------------------------- policy version
     def read_policy_version(self) -> int:
-        """The newest weights version published for this run (0 before the first publish)."""
+        """The version of the weights the trainer published last (0 before the first publish)."""
         v = self.client.get(self.keys["policy_version"])
         return int(v) if v is not None else 0
 
-    def publish_policy_version(self, version: int) -> int:
-        """Raise the published policy version to `version` (never lowers it); returns the stored value."""
-        return int(self._max(keys=[self.keys["policy_version"]], args=[int(version)]))
+    def set_policy_version(self, version: int) -> None:
+        """Record the published weights version (the trainer only; it may go back after a resume)."""
+        if version < 0:
+            raise InvalidInputError("version", f"must be >= 0; got {version}")
+        self.client.set(self.keys["policy_version"], int(version))
 
     def close(self) -> None:
         self.client.close()

@@ -145,12 +145,15 @@ def test_producer_waits_below_high_water_until_the_consumer_acknowledges(
     assert released.is_set()
 
 
-def test_policy_version_only_goes_up(redis_url: str, redis_prefix: str) -> None:
+def test_policy_version_round_trip(redis_url: str, redis_prefix: str) -> None:
     q = _queue(redis_url, redis_prefix)
     assert q.read_policy_version() == 0
-    assert q.publish_policy_version(3) == 3
-    assert q.publish_policy_version(2) == 3
+    q.set_policy_version(3)
     assert q.read_policy_version() == 3
+    q.set_policy_version(2)  # a trainer resumed from an older checkpoint
+    assert GroupQueue(redis_url, redis_prefix).read_policy_version() == 2
+    with pytest.raises(InvalidInputError, match="version"):
+        q.set_policy_version(-1)
 
 
 @pytest.mark.parametrize(
