@@ -31,6 +31,8 @@ import yaml
 
 from tests.support import ROOT, free_port
 
+pytestmark = pytest.mark.integration
+
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SGPO_SERVICES = ("generator", "verifier", "judge", "orchestrator", "trainer")
 PROFILES = {"cpu": ["cpu"], "gpu": ["gpu", "judge-llm"]}
@@ -126,7 +128,7 @@ class LocalService:
 class LocalMapping:
     """Maps the resolved compose file onto this machine, the way a container runtime would wire it.
 
-    - host names of compose services and aliases -> 127.0.0.1, and each service's container ports -> free
+    - host names of compose services and aliases -> 127.0.0.1 (bind addresses 0.0.0.0 -> 127.0.0.1), and each service's container ports -> free
       local ports (all services share one loopback, so container ports would collide); `redis:6379` -> the
       given Redis URL's host and port (this machine's Redis);
     - volume and config mount targets -> local folders and files (named volumes -> folders under `root`,
@@ -190,6 +192,8 @@ class LocalMapping:
                 continue
             if _is_port_var(k):
                 env[k] = str(self.ports[name][int(v)])
+            elif k.endswith("__HOST") and v == "0.0.0.0":  # a container binds all; here, loopback only
+                env[k] = "127.0.0.1"
             else:
                 env[k] = self.map_text(name, str(v))
         env["SGPO_HEALTH_TIMEOUT_S"] = "2"
@@ -470,7 +474,7 @@ def test_every_compose_service_resolves_to_a_valid_config(profile: str, tmp_path
     for s, r in zip(services, results, strict=True):
         cfg = json.loads(r.stdout)
         prefix = f"SGPO_{s.role.upper()}__"  # type: ignore[union-attr]
-        assert cfg["host"] == "0.0.0.0"
+        assert cfg["host"] == "127.0.0.1"  # the compose file's 0.0.0.0, mapped to loopback here
         assert cfg["port"] == int(s.env[prefix + "PORT"]) and cfg["metrics_port"] == int(
             s.env[prefix + "METRICS_PORT"]
         )

@@ -23,6 +23,8 @@ import yaml
 from tests.integration.test_deploy_compose import SGPO_SERVICES, dockerfile_stages, raw_compose
 from tests.support import ROOT, free_port
 
+pytestmark = pytest.mark.integration
+
 HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"
 TARGETS = {"light": "verifier", "generator": "generator", "trainer": "trainer"}
 

@@ -24,6 +24,8 @@ import yaml
 from tests.integration.test_deploy_compose import SGPO_SERVICES, model_folder_stub, unwritten_services
 from tests.support import ROOT, sgpo_cmd
 
+pytestmark = pytest.mark.integration
+
 CHART = ROOT / "k8s" / "helm" / "sgpo"
 VALUES = {"default": None, "cpu": CHART / "values-cpu.yaml", "gpu": CHART / "values-gpu.yaml"}
 # oldest version the chart supports (Chart.yaml kubeVersion) and the newest the schemas know
