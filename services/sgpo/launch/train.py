@@ -97,7 +97,7 @@ def build_run_config(
         "algo": {"algo": args.algo, "group_size": preset.group_size, "rts_unit": "tokens"},
         "verifier": {"workers": 2},
         "judge": {"http_enabled": False},
-        "generator": {"model_path": str(policy), "seed": args.seed},
+        "generator": {"model": str(policy), "http_enabled": False, "max_batch_size": 256},
         "trainer": {
             "model_path": str(policy),
             "run_dir": str(run_dir),

@@ -297,7 +297,7 @@ class Orchestrator:
                         self._emit(g)
 
         with ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="rollout") as pool:
-            for chunk in chunked(stream, cfg.prompts_per_request):
+            for chunk_index, chunk in enumerate(chunked(stream, cfg.prompts_per_request)):
                 if self.stop.is_set() or self._limit_reached():
                     break
                 while len(inflight) >= cfg.max_concurrency:
@@ -308,7 +308,7 @@ class Orchestrator:
                 self.metrics.paused.set(0)
                 if self.stop.is_set():
                     break
-                inflight[pool.submit(self.process_chunk, chunk)] = len(chunk)
+                inflight[pool.submit(self.process_chunk, chunk, chunk_index)] = len(chunk)
             while inflight:  # finish what is in flight: whole groups only
                 drain(block=True)
         log.info(
