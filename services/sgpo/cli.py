@@ -15,6 +15,8 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "pretrain": "sgpo.tasks.pretrain",
     "serve": "sgpo.serve",
+    "judge": "sgpo.judge.batch",
+    "eval-judge": "sgpo.judge.evaluate",
     "simulate": "sgpo.simulate",
     "train": "sgpo.launch.train",
     "record": "sgpo.launch.record",

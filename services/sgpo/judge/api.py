@@ -1,0 +1,323 @@
+"""HTTP API of the judge: `POST /v1/judge` (same semantics as gRPC JudgeService.Judge), /healthz, /metrics,
+and the OpenAPI schema at /openapi.json (docs at /docs).
+
+Three layers: the wire models below, the logic (`sgpo.judge.judge.Judge`), and thin handlers. Before a
+/v1 request's body is parsed, `_GuardedRoute` checks the API key (401) and reads at most `max_request_bytes`
+(413), so an unauthenticated or oversized request costs nothing. One exception handler turns every error into
+the same body: {"error": {"code", "message", "field"}}; anything unexpected is a sanitized 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sgpo import __version__
+from sgpo.common.server import ResourceExhaustedError, ServiceError
+from sgpo.core import InvalidInputError, StepJudgement
+from sgpo.core.coloring import MAX_BETA
+from sgpo.judge.state import JudgeState
+from sgpo.judge.types import ColoringParams, JudgeItem
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+
+
+class UnauthenticatedError(ServiceError):
+    """No or a wrong API key (HTTP only; gRPC is the internal transport)."""
+
+    http_status = 401
+
+
+class BadLengthError(ServiceError):
+    http_status = 400
+
+
+# ------------------------------------------------------------------------------------------------ wire models
+
+
+class JudgeItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    response: str | None = Field(None, description="The response text; the judge splits it into steps.")
+    steps: list[str] | None = Field(None, description="Pre-split steps (instead of `response`).")
+    token_char_starts: list[int] | None = Field(
+        None,
+        description="Character offset in `response` where each token starts; measures rts in tokens "
+        "(without it, rts is measured in characters and the reason says so).",
+    )
+
+
+class ColoringIn(BaseModel):
+    """Coloring parameters; a field left out takes the server's [algo] default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float | None = Field(None, gt=0.0, le=MAX_BETA, description="Steepness of the sigmoid.")
+    gamma: float | None = Field(None, ge=0.0, le=1.0, description="rts at which the reward is r_max / 2.")
+    r_max: float | None = Field(None, gt=0.0, lt=1.0, description="Upper bound of colored rewards (< 1).")
+    rts_unit: Literal["tokens", "steps"] | None = Field(
+        None, description="Measure the prefix in tokens or steps."
+    )
+
+
+class JudgeRequestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    problem: str = Field(description="The problem the responses answer.")
+    reference_solution: str = Field("", description="A reference step-by-step solution, when there is one.")
+    items: list[JudgeItemIn] = Field(description="The responses to judge (one group).")
+    coloring: ColoringIn | None = Field(None, description="Overrides of the server's coloring defaults.")
+
+
+class StepJudgementOut(BaseModel):
+    status: Literal["ok", "failed"] = Field(
+        description="failed: the backend could not judge; leave it uncolored."
+    )
+    steps: list[str]
+    first_error_step: int = Field(
+        description="0-based index of the first wrong step; -1 when none was found."
+    )
+    rts: float = Field(description="Share of the response before its first error, in [0, 1].")
+    reward: float = Field(description="Colored reward r_max * sigmoid(beta * (rts - gamma)).")
+    reason: str
+    backend: str
+
+    @classmethod
+    def of(cls, j: StepJudgement) -> StepJudgementOut:
+        return cls(
+            status=j.status,
+            steps=list(j.steps),
+            first_error_step=j.first_error_step,
+            rts=j.rts,
+            reward=j.reward,
+            reason=j.reason,
+            backend=j.backend,
+        )
+
+
+class JudgeResponseOut(BaseModel):
+    judgements: list[StepJudgementOut] = Field(description="One per item, in request order.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="unauthenticated | payload_too_large | invalid_argument | unavailable | ..."
+    )
+    message: str
+    field: str | None = Field(None, description="The offending input, when one is to blame.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["serving", "loading"]
+    backend: str
+
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_argument",
+    503: "unavailable",
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or wrong API key."},
+    413: {
+        "model": ErrorBody,
+        "description": "Request larger than max_request_bytes, or too many items / steps.",
+    },
+    422: {"model": ErrorBody, "description": "The request does not match the schema, or a field is invalid."},
+    503: {"model": ErrorBody, "description": "The backend is still loading."},
+}
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    code = _CODES.get(status, "internal" if status >= 500 else "error")
+    return JSONResponse(
+        ErrorBody(error=ErrorDetail(code=code, message=message, field=field)).model_dump(), status
+    )
+
+
+def _status_of(exc: BaseException) -> int:
+    if isinstance(exc, ServiceError):
+        return exc.http_status
+    if isinstance(exc, InvalidInputError | RequestValidationError):
+        return 422
+    if isinstance(exc, StarletteHTTPException):
+        return 422 if exc.status_code == 400 else exc.status_code
+    return 500
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """The one exception handler: every error becomes {"error": {"code", "message", "field"}}."""
+    status = _status_of(exc)
+    if isinstance(exc, ServiceError):
+        return _error(status, exc.message)
+    if isinstance(exc, InvalidInputError):
+        return _error(422, str(exc), exc.field)
+    if isinstance(exc, RequestValidationError):
+        errors = list(exc.errors())
+        parts = []
+        for err in errors[:5]:
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+            parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        first = ".".join(str(x) for x in errors[0].get("loc", ()) if x != "body") if errors else None
+        return _error(422, "; ".join(parts) + more, first or None)
+    if isinstance(exc, StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8): a schema error too
+            return _error(422, f"the request body is not valid JSON: {exc.detail}", "body")
+        return _error(exc.status_code, str(exc.detail), None)
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(500, f"internal error in {request.method} {request.url.path}; see the server log")
+
+
+# ------------------------------------------------------------------------------------------------ guard
+
+
+def _check_key(request: Request, keys: tuple[str, ...]) -> None:
+    given = request.headers.get(API_KEY_HEADER, "")
+    auth = request.headers.get("authorization", "")
+    if not given and auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    if not given:
+        raise UnauthenticatedError(f"missing API key; send it in the {API_KEY_HEADER} header")
+    if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
+        raise UnauthenticatedError("wrong API key")
+
+
+async def _read_body(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    too_big = f"request body exceeds max_request_bytes = {limit}; send fewer or shorter responses per request"
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadLengthError("the Content-Length header is not a number")
+        if int(declared) > limit:
+            raise ResourceExhaustedError(too_big)
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ResourceExhaustedError(too_big)
+        chunks.append(chunk)
+    request._body = b"".join(chunks)  # Starlette serves later body() calls from this cache
+
+
+class _GuardedRoute(APIRoute):
+    """API key (401), then body size (413), then FastAPI's parsing (422) and the handler; timed and counted."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            state: JudgeState = request.app.state.judge_state
+            start, status = time.perf_counter(), 500
+            try:
+                _check_key(request, state.api_keys)
+                await _read_body(request, state.cfg.max_request_bytes)
+                response = await handler(request)
+                status = response.status_code
+                return response
+            except Exception as e:
+                status = _status_of(e)
+                raise
+            finally:
+                state.metrics.request_latency.labels("http").observe(time.perf_counter() - start)
+                state.metrics.requests.labels("http", str(status)).inc()
+
+        return guarded
+
+
+# ------------------------------------------------------------------------------------------------ app
+
+
+def _coloring(c: ColoringIn | None, default: ColoringParams) -> ColoringParams | None:
+    if c is None:
+        return None
+    return ColoringParams(
+        beta=default.beta if c.beta is None else c.beta,
+        gamma=default.gamma if c.gamma is None else c.gamma,
+        r_max=default.r_max if c.r_max is None else c.r_max,
+        rts_unit=default.rts_unit if c.rts_unit is None else c.rts_unit,
+    )
+
+
+def build_app(config: Any, deps: JudgeState) -> FastAPI:
+    """The FastAPI app over an existing JudgeState (`config` is its JudgeConfig; kept for the factory shape)."""
+    assert config is deps.cfg, "build_app(config, deps): deps must be built from the same config"
+    app = FastAPI(
+        title="SGPO judge",
+        version=__version__,
+        description="Finds the first wrong step of each response and colors it (SGPO, DESIGN.md §1).",
+        responses={422: {"model": ErrorBody, "description": "Invalid request."}},
+    )
+    app.state.judge_state = deps
+    for exc_type in (
+        ServiceError,
+        InvalidInputError,
+        RequestValidationError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        app.add_exception_handler(exc_type, handle_error)
+
+    v1 = APIRouter(
+        prefix="/v1",
+        route_class=_GuardedRoute,
+        dependencies=[
+            Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False)),
+            Security(HTTPBearer(auto_error=False)),
+        ],
+    )
+
+    @v1.post("/judge", response_model=JudgeResponseOut, responses=_ERRORS)
+    def judge(body: JudgeRequestIn) -> JudgeResponseOut:
+        """First wrong step, rts and colored reward of each response of one problem (one group)."""
+        j = deps.require()
+        items = [
+            JudgeItem(it.response or "", tuple(it.steps or ()), tuple(it.token_char_starts or ()))
+            for it in body.items
+        ]
+        out = j.judge(
+            body.problem, body.reference_solution, items, _coloring(body.coloring, deps.default_coloring)
+        )
+        return JudgeResponseOut(judgements=[StepJudgementOut.of(x) for x in out])
+
+    app.include_router(v1)
+
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    def healthz() -> Response:
+        """serving once the backend is loaded (200), loading before (503)."""
+        ready = deps.judge is not None
+        body = Health(status="serving" if ready else "loading", backend=deps.cfg.backend.type)
+        return JSONResponse(body.model_dump(), 200 if ready else 503)
+
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    def metrics() -> Response:
+        """Prometheus metrics (the same registry as the gRPC server's metrics port)."""
+        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

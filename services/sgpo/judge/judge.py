@@ -1,0 +1,207 @@
+"""The judge's logic, transport-agnostic: validate a request, split responses into steps, ask the backend for
+first errors, and turn them into rts and colored rewards with `sgpo.core` (never computed here).
+
+`build_judge(cfg)` gives a `StepJudge` for any backend; gRPC, HTTP and the CLI all call `judge()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sgpo.common.server import ResourceExhaustedError
+from sgpo.core import (
+    InvalidInputError,
+    SplitMode,
+    Step,
+    StepJudgement,
+    compute_colored_reward,
+    compute_rts,
+    compute_step_token_counts,
+    split_steps,
+)
+from sgpo.judge.config import CascadeBackend, JudgeConfig, LlmBackend, PrmBackend, SymbolicBackend
+from sgpo.judge.metrics import JudgeMetrics
+from sgpo.judge.types import ColoringParams, JudgeItem, Located, Locator
+
+CHARS_NOTE = "rts measured in characters (no token offsets given)"
+
+
+class Judge:
+    """A `StepJudge` over one backend (`Locator`). Thread-safe when its backend is (all of ours are)."""
+
+    def __init__(
+        self,
+        locator: Locator,
+        *,
+        coloring: ColoringParams | None = None,
+        step_split: SplitMode = "auto",
+        max_items: int = 256,
+        max_steps: int = 512,
+        metrics: JudgeMetrics | None = None,
+    ) -> None:
+        self.locator = locator
+        self.name = locator.name
+        self.coloring = coloring or ColoringParams()
+        self.step_split = step_split
+        self.max_items = max_items
+        self.max_steps = max_steps
+        self.metrics = metrics
+
+    def judge(
+        self,
+        problem: str,
+        reference_solution: str,
+        items: Sequence[JudgeItem],
+        coloring: ColoringParams | None = None,
+    ) -> list[StepJudgement]:
+        """One judgement per item, in order. Bad input raises InvalidInputError (naming the field) or
+        ResourceExhaustedError (over a limit); a backend failure is a `failed` judgement, never a raise."""
+        params = coloring or self.coloring
+        if len(items) > self.max_items:
+            raise ResourceExhaustedError(
+                f"items: {len(items)} responses in one request; at most {self.max_items} are accepted "
+                "(split the batch or raise max_items in [judge])"
+            )
+        split = [self._split(i, item) for i, item in enumerate(items)]
+        located = self.locator.locate(
+            problem, reference_solution, [[s.text for s in steps] for steps in split]
+        )
+        if len(located) != len(items):  # a backend bug must not shift judgements onto the wrong responses
+            raise RuntimeError(f"backend {self.name} answered {len(located)} of {len(items)} responses")
+        return [
+            self._judgement(item, steps, loc, params)
+            for item, steps, loc in zip(items, split, located, strict=True)
+        ]
+
+    def _split(self, i: int, item: JudgeItem) -> list[Step]:
+        """The steps; their spans index `response` (0, 0 for pre-split steps, which have no response)."""
+        field = f"items[{i}]"
+        if item.response and item.steps:
+            raise InvalidInputError(field, "give either `response` or `steps`, not both")
+        if item.steps:
+            if item.token_char_starts:
+                raise InvalidInputError(
+                    f"{field}.token_char_starts",
+                    "index into `response`; send the response text instead of pre-split steps to measure in tokens",
+                )
+            for k, s in enumerate(item.steps):
+                if not s.strip():
+                    raise InvalidInputError(f"{field}.steps[{k}]", "is empty; every step needs some text")
+            steps = [Step(s, 0, 0) for s in item.steps]
+        else:
+            if not item.response.strip():
+                raise InvalidInputError(
+                    f"{field}.response", "is empty; give the response text or its `steps`"
+                )
+            self._check_offsets(field, item)
+            try:
+                steps = split_steps(item.response, self.step_split)
+            except InvalidInputError as e:
+                raise InvalidInputError(f"{field}.response", e.message) from None
+        if len(steps) > self.max_steps:
+            raise ResourceExhaustedError(
+                f"{field}: {len(steps)} steps; at most {self.max_steps} per response are accepted "
+                "(raise max_steps in [judge])"
+            )
+        return steps
+
+    @staticmethod
+    def _check_offsets(field: str, item: JudgeItem) -> None:
+        offsets, n = item.token_char_starts, len(item.response)
+        for k, pos in enumerate(offsets):
+            if not 0 <= pos < n:
+                raise InvalidInputError(
+                    f"{field}.token_char_starts[{k}]",
+                    f"must be a character offset in [0, {n - 1}] of the response; got {pos}",
+                )
+            if k and pos < offsets[k - 1]:
+                raise InvalidInputError(
+                    f"{field}.token_char_starts[{k}]",
+                    f"offsets must not decrease; got {pos} after {offsets[k - 1]}",
+                )
+
+    def _judgement(
+        self, item: JudgeItem, steps: list[Step], loc: Located, params: ColoringParams
+    ) -> StepJudgement:
+        texts = tuple(s.text for s in steps)
+        backend = loc.backend or self.name
+        n = len(steps)
+        if loc.first_error_step is None or not -1 <= loc.first_error_step < n:
+            reason = loc.reason
+            if loc.first_error_step is not None:
+                reason = f"backend returned step {loc.first_error_step} for {n} steps ({loc.reason})"
+            self._count(backend, "failed")
+            return StepJudgement(status="failed", steps=texts, reason=reason, backend=backend)
+        reason = loc.reason
+        if params.rts_unit == "steps":
+            lengths = [1] * n
+        elif item.token_char_starts:
+            # A token belongs to the step whose span holds its first character.
+            lengths = compute_step_token_counts(steps, item.token_char_starts)
+        else:
+            lengths = [len(s.text) if item.steps else s.end - s.start for s in steps]
+            reason = f"{reason}; {CHARS_NOTE}"
+        rts = compute_rts(lengths, loc.first_error_step)
+        reward = compute_colored_reward(rts, beta=params.beta, gamma=params.gamma, r_max=params.r_max)
+        self._count(
+            backend, "no_error" if loc.first_error_step == -1 else "error_found", loc.first_error_step, rts
+        )
+        return StepJudgement(
+            status="ok",
+            steps=texts,
+            first_error_step=loc.first_error_step,
+            rts=rts,
+            reward=reward,
+            reason=reason,
+            backend=backend,
+        )
+
+    def _count(self, backend: str, outcome: str, first_error: int = -1, rts: float | None = None) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.judgements.labels(backend.split(":")[0], outcome).inc()
+        if first_error >= 0:
+            self.metrics.first_error_step.observe(first_error)
+        if rts is not None:
+            self.metrics.rts.observe(rts)
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the backend (LLM calls, cache hits, calls the cascade saved), for reports."""
+        stats = getattr(self.locator, "stats", None)
+        return dict(stats()) if callable(stats) else {}
+
+    def close(self) -> None:
+        self.locator.close()
+
+
+def build_locator(
+    backend: SymbolicBackend | LlmBackend | PrmBackend | CascadeBackend, metrics: JudgeMetrics | None = None
+) -> Locator:
+    """The backend a config names; heavy imports (httpx, torch, transformers) happen only for that one."""
+    if isinstance(backend, SymbolicBackend):
+        from sgpo.judge.symbolic import SymbolicLocator
+
+        return SymbolicLocator(backend)
+    if isinstance(backend, LlmBackend):
+        from sgpo.judge.llm import LlmLocator
+
+        return LlmLocator(backend, metrics)
+    if isinstance(backend, PrmBackend):
+        from sgpo.judge.prm import PrmLocator
+
+        return PrmLocator(backend)
+    from sgpo.judge.cascade import CascadeLocator
+
+    return CascadeLocator(backend, metrics)
+
+
+def build_judge(cfg: JudgeConfig, metrics: JudgeMetrics | None = None) -> Judge:
+    """The configured judge, usable in-process (no server needed)."""
+    return Judge(
+        build_locator(cfg.backend, metrics),
+        coloring=ColoringParams.from_algo(cfg.algo),
+        step_split=cfg.algo.step_split,
+        max_items=cfg.max_items,
+        max_steps=cfg.max_steps,
+        metrics=metrics,
+    )

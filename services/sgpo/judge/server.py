@@ -1,0 +1,166 @@
+"""`sgpo serve judge`: gRPC JudgeService.Judge and HTTP POST /v1/judge in one process.
+
+Order: bind gRPC (health NOT_SERVING), bind HTTP (/healthz 503, requests 503), load the backend, flip both
+to serving; SIGTERM drains gRPC, stops HTTP and closes the backend. Without configured API keys one is
+generated for the run and written to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from sgpo.common.convert import judgement_to_pb
+from sgpo.common.server import ResourceExhaustedError, ServiceError, serve_grpc
+from sgpo.core import InvalidInputError
+from sgpo.judge.config import JudgeConfig
+from sgpo.judge.judge import build_judge
+from sgpo.judge.metrics import JudgeMetrics
+from sgpo.judge.state import JudgeState
+from sgpo.judge.types import ColoringParams, JudgeItem
+from sgpo.v1 import common_pb2, judge_pb2, judge_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
+
+
+def coloring_from_pb(m: common_pb2.ColoringParams, default: ColoringParams) -> ColoringParams:
+    """All four fields as sent (proto3 cannot tell 0 from unset); an empty rts_unit takes the default."""
+    return ColoringParams(m.beta, m.gamma, m.r_max, m.rts_unit or default.rts_unit)  # type: ignore[arg-type]
+
+
+def _code_name(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        return str(exc.code.name)
+    return "INVALID_ARGUMENT" if isinstance(exc, InvalidInputError) else "INTERNAL"
+
+
+class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
+    """Thin: proto -> JudgeItem -> Judge.judge -> proto; errors are mapped by the shared interceptor."""
+
+    def __init__(self, state: JudgeState) -> None:
+        self.state = state
+
+    def Judge(
+        self, request: judge_pb2.JudgeRequest, context: grpc.ServicerContext
+    ) -> judge_pb2.JudgeResponse:
+        start, code = time.perf_counter(), "OK"
+        try:
+            size = request.ByteSize()
+            if size > self.state.cfg.max_request_bytes:
+                raise ResourceExhaustedError(
+                    f"request of {size} bytes exceeds max_request_bytes = {self.state.cfg.max_request_bytes}; "
+                    "send fewer or shorter responses per request"
+                )
+            judge = self.state.require()
+            items = [
+                JudgeItem(it.response, tuple(it.steps), tuple(it.token_char_starts)) for it in request.items
+            ]
+            coloring = (
+                coloring_from_pb(request.coloring, self.state.default_coloring)
+                if request.HasField("coloring")
+                else None
+            )
+            out = judge.judge(request.problem, request.reference_solution, items, coloring)
+            return judge_pb2.JudgeResponse(judgements=[judgement_to_pb(j) for j in out])
+        except Exception as e:
+            code = _code_name(e)
+            raise
+        finally:
+            self.state.metrics.request_latency.labels("grpc").observe(time.perf_counter() - start)
+            self.state.metrics.requests.labels("grpc", code).inc()
+
+
+class HttpServer:
+    """uvicorn in a background thread on a socket bound before it starts (so the port is known at once)."""
+
+    def __init__(self, app: Any, host: str, port: int, grace_s: float) -> None:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as e:
+            self.sock.close()
+            raise OSError(f"could not bind HTTP {host}:{port} ({e}); set a free http_port in [judge]") from e
+        self.port = int(self.sock.getsockname()[1])
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=max(1, int(grace_s)),
+            lifespan="off",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="judge-http", daemon=True
+        )
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the judge's HTTP server did not start; see the log above")
+            time.sleep(0.02)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+        self.sock.close()
+
+
+def start_http(state: JudgeState) -> HttpServer:
+    from sgpo.judge.api import build_app
+
+    cfg = state.cfg
+    http = HttpServer(build_app(cfg, state), cfg.host, cfg.http_port, cfg.grace_period_s)
+    http.start()
+    return http
+
+
+def serve(cfg: JudgeConfig) -> None:
+    metrics = JudgeMetrics()
+    keys = tuple(k.get_secret_value() for k in cfg.api_keys)
+    generated = not keys
+    if generated:
+        keys = (secrets.token_urlsafe(24),)
+    state = JudgeState(cfg, metrics, keys)
+    http: HttpServer | None = None
+
+    def register(server: grpc.Server) -> list[str]:
+        judge_pb2_grpc.add_JudgeServiceServicer_to_server(JudgeServicer(state), server)  # type: ignore[no-untyped-call]
+        return [SERVICE_NAME]
+
+    def load() -> None:
+        nonlocal http
+        if cfg.http_enabled:
+            http = start_http(state)
+            log.info("http listening", extra={"http_port": http.port})
+            if generated:
+                log.warning(
+                    "no api_keys configured: generated one for this run; HTTP callers send it as X-API-Key "
+                    "(set SGPO_JUDGE__API_KEYS to choose your own)",
+                    extra={"api_key": keys[0]},
+                )
+        state.judge = build_judge(cfg, metrics)
+        metrics.ready.set(1)
+        log.info("backend loaded", extra={"backend": cfg.backend.type})
+
+    def on_stop() -> None:
+        metrics.ready.set(0)
+        if http is not None:
+            http.stop(cfg.grace_period_s + 5)
+        if state.judge is not None:
+            state.judge.close()
+
+    serve_grpc(cfg, register, registry=metrics.registry, load=load, on_stop=on_stop)

@@ -1,0 +1,64 @@
+"""JudgeConfig: backend variants keyed by `type`, from TOML and env; errors that say how to fix them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sgpo.common.settings import ConfigError, load_config
+from sgpo.judge.config import CascadeBackend, JudgeConfig, LlmBackend, PrmBackend, SymbolicBackend
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_default_is_symbolic_with_shared_algo_table(tmp_path: Path) -> None:
+    cfg = load_config(JudgeConfig, write(tmp_path, '[algo]\nbeta = 3.0\nrts_unit = "steps"\n'))
+    assert isinstance(cfg.backend, SymbolicBackend)
+    assert (cfg.algo.beta, cfg.algo.rts_unit) == (3.0, "steps")
+
+
+def test_backend_table_selects_the_variant(tmp_path: Path) -> None:
+    cfg = load_config(
+        JudgeConfig,
+        write(
+            tmp_path, '[judge.backend]\ntype = "cascade"\n[judge.backend.llm]\nbase_url = "http://h:1/v1"\n'
+        ),
+    )
+    assert isinstance(cfg.backend, CascadeBackend)
+    assert cfg.backend.llm.base_url == "http://h:1/v1"
+    assert cfg.backend.symbolic.chain_check
+
+
+def test_env_selects_backend_and_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SGPO_JUDGE__BACKEND__TYPE", "llm")
+    monkeypatch.setenv("SGPO_JUDGE__BACKEND__MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("SGPO_JUDGE__API_KEYS", '["k1", "k2"]')
+    cfg = load_config(JudgeConfig)
+    assert isinstance(cfg.backend, LlmBackend) and cfg.backend.max_concurrency == 3
+    assert [k.get_secret_value() for k in cfg.api_keys] == ["k1", "k2"]
+    assert "k1" not in cfg.model_dump_json()  # secrets never print
+
+
+def test_prm_needs_a_model_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"needs a model: set model_path"):
+        load_config(JudgeConfig, write(tmp_path, '[judge.backend]\ntype = "prm"\n'))
+    cfg = load_config(JudgeConfig, write(tmp_path, '[judge.backend]\ntype = "prm"\nmodel_path = "/m"\n'))
+    assert isinstance(cfg.backend, PrmBackend) and cfg.backend.model_path == Path("/m")
+
+
+def test_unknown_backend_and_keys_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"backend.*symbolic.*llm.*prm.*cascade"):
+        load_config(JudgeConfig, write(tmp_path, '[judge.backend]\ntype = "oracle"\n'))
+    with pytest.raises(ConfigError, match=r"chain_chek"):
+        load_config(JudgeConfig, write(tmp_path, "[judge.backend]\nchain_chek = false\n"))
+
+
+def test_ports_must_differ() -> None:
+    with pytest.raises(ValueError, match="http_port 7000 is also the gRPC or metrics port"):
+        JudgeConfig(port=7000, http_port=7000)
+    assert JudgeConfig(port=7000, http_port=7000, http_enabled=False).http_port == 7000
