@@ -1,0 +1,217 @@
+"""The `Engine` protocol every generator backend implements, and the pieces the backends share.
+
+An engine samples completions (text, token ids, sampled-token logprobs, finish reason, the policy version
+that produced them, and each token's character offset in the text) and swaps in new weights atomically.
+Sampled-token logprobs are log softmax(logits / temperature) of the *unfiltered* distribution (temperature
+1 when greedy), the quantity `sgpo.trainer.logprobs.compute_token_logprobs` recomputes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sgpo.common.server import BadRequestError
+from sgpo.core.types import Completion
+from sgpo.generator.sampling import SamplingParams
+
+
+class WeightsRejectedError(BadRequestError):
+    """New weights that cannot be loaded (missing, corrupt, wrong shapes); the old weights keep serving."""
+
+
+@dataclass(frozen=True, slots=True)
+class PromptResult:
+    """The completions of one prompt, with the prompt's token ids."""
+
+    prompt_token_ids: tuple[int, ...]
+    completions: tuple[Completion, ...]
+
+
+class Engine(Protocol):
+    """What the generator service needs from a backend (thread-safe; `generate` may be called concurrently)."""
+
+    name: str
+    model_name: str
+    max_model_len: int
+
+    @property
+    def policy_version(self) -> int: ...
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[PromptResult]:
+        """`params.n` completions per prompt, in prompt order."""
+        ...
+
+    def update_weights(self, version: int, uri: str) -> int:
+        """Load the weights at `uri` as policy `version`; in-flight requests finish on the old weights."""
+        ...
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt text for a chat conversation (the model's chat template)."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def weight_files(uri: str) -> list[Path]:
+    """The safetensors files at `uri`: a file, or a folder with model.safetensors or a sharded index."""
+    raw = uri.removeprefix("file://")
+    if not raw:
+        raise WeightsRejectedError("uri: is empty; give the folder the trainer wrote with save_pretrained")
+    path = Path(raw)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise WeightsRejectedError(f"uri: {uri} is not a .safetensors file")
+        return [path]
+    if not path.is_dir():
+        raise WeightsRejectedError(f"uri: {uri} does not exist")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise WeightsRejectedError(f"uri: {index} is not a safetensors index ({e})") from None
+        missing = [n for n in names if not (path / n).is_file()]
+        if missing:
+            raise WeightsRejectedError(f"uri: shard(s) {missing} named in {index} are missing")
+        return [path / n for n in names]
+    single = path / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise WeightsRejectedError(
+        f"uri: {uri} has neither model.safetensors nor model.safetensors.index.json; "
+        "write it with save_pretrained(safe_serialization=True)"
+    )
+
+
+def read_state_dict(uri: str) -> dict[str, Any]:
+    """All tensors at `uri` (CPU); a truncated or corrupt file is rejected."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    state: dict[str, Any] = {}
+    for f in weight_files(uri):
+        try:
+            part = load_file(str(f), device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise WeightsRejectedError(f"uri: {f} is not a readable safetensors file ({e})") from None
+        dup = set(part) & set(state)
+        if dup:
+            raise WeightsRejectedError(f"uri: tensor(s) {sorted(dup)[:3]} appear in more than one shard")
+        state.update(part)
+    if not state:
+        raise WeightsRejectedError(f"uri: {uri} holds no tensors")
+    return state
+
+
+class IncrementalDetokenizer:
+    """Text of a growing token sequence, one token at a time, and where each token's text starts.
+
+    vLLM's scheme: decode a short window of recent tokens (seeded with the prompt's tail, so leading-space
+    rules match continuing text) and emit only what is new; a window ending in an incomplete UTF-8
+    sequence emits nothing until it completes. A token that emits nothing starts where the text ends.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_ids: Sequence[int], context: int = 5) -> None:
+        self.tokenizer = tokenizer
+        self.ids = list(prompt_ids[-context:])
+        self.prefix_offset = 0
+        self.read_offset = len(self.ids)
+        self.text = ""
+        self.starts: list[int] = []
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+
+    def add(self, token_id: int) -> str:
+        """Append a token; returns the text it completed (may be empty)."""
+        self.starts.append(len(self.text))
+        self.ids.append(token_id)
+        prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
+        full = self._decode(self.ids[self.prefix_offset :])
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+            delta = full[len(prefix) :]
+            self.text += delta
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+            return delta
+        return ""
+
+
+def find_stop(text: str, stop: Sequence[str], new_chars: int) -> int:
+    """Index in `text` of the earliest stop string that ends in the last `new_chars` characters, or -1."""
+    if not stop or new_chars <= 0:
+        return -1
+    best = -1
+    for s in stop:
+        lo = max(0, len(text) - new_chars - len(s) + 1)
+        k = text.find(s, lo)
+        if k != -1 and (best == -1 or k < best):
+            best = k
+    return best
+
+
+def resolve_model(model: str) -> str:
+    """`tiny` -> the pretrained tiny policy (pretrained on first use); `tiny-random` -> random weights; else as is."""
+    if model == "tiny":
+        from sgpo.tasks.tiny import ensure_tiny_policy
+
+        return str(ensure_tiny_policy())
+    if model == "tiny-random":
+        import shutil
+        import tempfile
+
+        from sgpo.tasks.tiny import build_tiny_policy, cache_root
+
+        target = cache_root() / "policies" / "tiny-random-seed0"
+        if not (target / "model.safetensors").is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=".tiny-random-", dir=target.parent))
+            build_tiny_policy(work, seed=0)
+            try:
+                work.rename(target)
+            except OSError:  # another process won the race; its folder is identical
+                shutil.rmtree(work, ignore_errors=True)
+        return str(target)
+    return model
+
+
+def build_engine(cfg: Any) -> Engine:
+    """The engine `cfg.engine` names, loaded with `cfg.model` (heavy imports happen here)."""
+    path = resolve_model(cfg.model)
+    name = cfg.served_model_name or cfg.model
+    if cfg.engine == "vllm":
+        from sgpo.generator.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            path,
+            served_model_name=name,
+            dtype=cfg.dtype,
+            max_model_len=cfg.max_model_len,
+            policy_version=cfg.policy_version,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            trust_remote_code=cfg.trust_remote_code,
+        )
+    if cfg.threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    from sgpo.generator.hf import HFEngine
+
+    return HFEngine(
+        path,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        max_batch_size=cfg.max_batch_size,
+        batch_wait_s=cfg.batch_wait_s,
+        max_model_len=cfg.max_model_len,
+        policy_version=cfg.policy_version,
+        served_model_name=name,
+        trust_remote_code=cfg.trust_remote_code,
+    )

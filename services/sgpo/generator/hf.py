@@ -1,0 +1,430 @@
+"""The `hf` engine: transformers models, batched sampling with a KV cache, on CPU or GPU.
+
+Requests are cut into rows (one per completion) and a scheduler thread runs rows from concurrent requests
+together: each prompt is prefilled once, its cache is repeated for its `n` rows, then all rows decode in
+lock-step and finished rows are dropped from the batch. Every row samples from its own random stream, so a
+seeded request gives the same completions whatever it is batched with.
+
+Weight updates build a new model next to the serving one and swap a (model, version) pair under a lock;
+a batch holds the pair it started with, so requests in flight finish on the old weights.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import hashlib
+import inspect
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sgpo.common.server import UnavailableError
+from sgpo.core.errors import InvalidInputError
+from sgpo.core.types import Completion, FinishReason
+from sgpo.generator.engine import (
+    IncrementalDetokenizer,
+    PromptResult,
+    WeightsRejectedError,
+    find_stop,
+    read_state_dict,
+)
+from sgpo.generator.sampling import SamplingParams, validate_prompts, validate_sampling
+
+log = logging.getLogger(__name__)
+
+# Drop finished rows from the cache once this fraction of the batch is done (a copy of the whole cache).
+_PRUNE_FRACTION = 0.25
+
+
+def derive_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sample_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class _Request:
+    params: SamplingParams
+    prompt_ids: list[list[int]]
+    results: list[list[Completion | None]]
+    remaining: int
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+@dataclass
+class _Row:
+    request: _Request
+    prompt_index: int
+    sample_index: int
+    generator: Any  # torch.Generator
+
+
+@dataclass
+class _Weights:
+    model: Any
+    version: int
+
+
+class HFEngine:
+    """transformers-backed engine; see the module docstring."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_batch_size: int = 256,
+        batch_wait_s: float = 0.005,
+        max_model_len: int | None = None,
+        policy_version: int = 0,
+        served_model_name: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if dtype == "auto":
+            torch_dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
+        else:
+            torch_dtype = getattr(torch, dtype)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+        model.to(self.device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.model_name = served_model_name or str(model_path)
+        ctx = getattr(model.config, "max_position_embeddings", None) or 4096
+        self.max_model_len = int(min(max_model_len or ctx, ctx))
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_s
+        eos = model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = next(iter(self.eos_ids), 0)
+        self._weights = _Weights(model, policy_version)
+        self._cache_kw = (
+            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        )
+        self._weights_lock = threading.Lock()
+        self._update_lock = threading.Lock()
+        self._rng = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+        self._pending: collections.deque[_Row] = collections.deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self.stats = {"batches": 0, "rows": 0, "tokens": 0}
+        self._worker = threading.Thread(target=self._loop, name="hf-engine", daemon=True)
+        self._worker.start()
+
+    # --- public API -------------------------------------------------------------------------------
+
+    @property
+    def policy_version(self) -> int:
+        return self._weights.version
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InvalidInputError(
+                "messages", f"model {self.model_name} has no chat template; use /v1/completions with a prompt"
+            )
+        return str(
+            self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        )
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[PromptResult]:
+        import torch
+
+        validate_prompts(prompts)
+        validate_sampling(params)
+        prompt_ids = [list(self.tokenizer(p)["input_ids"]) for p in prompts]
+        for i, ids in enumerate(prompt_ids):
+            if not ids:
+                raise InvalidInputError(f"prompts[{i}]", "tokenizes to no tokens")
+            if len(ids) >= self.max_model_len:
+                raise InvalidInputError(
+                    f"prompts[{i}]",
+                    f"has {len(ids)} tokens; the model's context is {self.max_model_len}; shorten the prompt",
+                )
+        req = _Request(params, prompt_ids, [[None] * params.n for _ in prompts], len(prompts) * params.n)
+        rows = []
+        for i in range(len(prompts)):
+            for j in range(params.n):
+                gen = torch.Generator()
+                if params.seed is not None:
+                    gen.manual_seed(derive_seed(params.seed, i, j))
+                else:
+                    gen.manual_seed(int(torch.randint(0, 2**62, (), generator=self._rng)))
+                rows.append(_Row(req, i, j, gen))
+        with self._cv:
+            if self._closed:
+                raise UnavailableError("the generator is shutting down; retry on another replica")
+            self._pending.extend(rows)
+            self._cv.notify()
+        req.done.wait()
+        if req.error is not None:
+            raise req.error
+        return [
+            PromptResult(tuple(prompt_ids[i]), tuple(c for c in req.results[i] if c is not None))
+            for i in range(len(prompts))
+        ]
+
+    def update_weights(self, version: int, uri: str) -> int:
+        import torch
+
+        if version < 0:
+            raise InvalidInputError("version", f"must be >= 0; got {version}")
+        with self._update_lock:
+            t0 = time.monotonic()
+            state = read_state_dict(uri)
+            current = self._weights.model
+            params = dict(current.named_parameters(remove_duplicate=False))
+            params.update(dict(current.named_buffers(remove_duplicate=False)))
+            persistent = set(current.state_dict().keys())
+            tied = _tied_names(current)
+            unexpected = sorted(set(state) - set(params))
+            if unexpected:
+                raise WeightsRejectedError(
+                    f"uri: {uri} has tensors this model does not: {unexpected[:5]}; is it the same architecture?"
+                )
+            missing = sorted(k for k in persistent - set(state) if k not in tied)
+            if missing:
+                raise WeightsRejectedError(f"uri: {uri} lacks tensors {missing[:5]} (of {len(missing)})")
+            for k, t in state.items():
+                if tuple(t.shape) != tuple(params[k].shape):
+                    raise WeightsRejectedError(
+                        f"uri: tensor {k} has shape {tuple(t.shape)}; the model needs {tuple(params[k].shape)}"
+                    )
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise WeightsRejectedError(f"uri: tensor {k} holds NaN or inf; refusing to serve it")
+            new = copy.deepcopy(current)
+            new_params = dict(new.named_parameters(remove_duplicate=False))
+            new_params.update(dict(new.named_buffers(remove_duplicate=False)))
+            with torch.no_grad():
+                for k, t in state.items():
+                    new_params[k].copy_(t)
+            with self._weights_lock:
+                self._weights = _Weights(new, version)
+            log.info(
+                "weights updated",
+                extra={"version": version, "uri": uri, "seconds": round(time.monotonic() - t0, 3)},
+            )
+            return version
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            pending = list(self._pending)
+            self._pending.clear()
+            self._cv.notify_all()
+        for row in pending:
+            self._fail(row.request, UnavailableError("the generator shut down before this request ran"))
+        self._worker.join(timeout=30)
+
+    # --- scheduler --------------------------------------------------------------------------------
+
+    def _take(self) -> list[_Row]:
+        with self._cv:
+            while not self._pending and not self._closed:
+                self._cv.wait()
+            if self._closed:
+                return []
+            if len(self._pending) < self.max_batch_size and self.batch_wait_s > 0:
+                self._cv.wait(self.batch_wait_s)  # let concurrent requests join the batch
+            rows = []
+            while self._pending and len(rows) < self.max_batch_size:
+                rows.append(self._pending.popleft())
+            return rows
+
+    @staticmethod
+    def _fail(req: _Request, err: BaseException) -> None:
+        if req.error is None:
+            req.error = err
+        req.done.set()
+
+    def _loop(self) -> None:
+        while True:
+            rows = self._take()
+            if not rows:
+                return
+            live = [r for r in rows if r.request.error is None]
+            with self._weights_lock:
+                weights = self._weights
+            try:
+                completions = self._run_batch(weights, live)
+            except Exception as e:  # a failed batch fails its requests, never the engine
+                log.exception("batch failed")
+                for r in live:
+                    self._fail(r.request, e)
+                continue
+            for r, c in zip(live, completions, strict=True):
+                r.request.results[r.prompt_index][r.sample_index] = c
+                r.request.remaining -= 1
+                if r.request.remaining == 0:
+                    r.request.done.set()
+
+    # --- one batch --------------------------------------------------------------------------------
+
+    def _run_batch(self, weights: _Weights, rows: list[_Row]) -> list[Completion]:
+        import torch
+        from transformers import DynamicCache
+
+        model, dev = weights.model, self.device
+        self.stats["batches"] += 1
+        self.stats["rows"] += len(rows)
+        # Prefill each distinct prompt once; rows share it through the cache.
+        keys: dict[tuple[int, int], int] = {}
+        prompts: list[list[int]] = []
+        row_prompt = []
+        for r in rows:
+            key = (id(r.request), r.prompt_index)
+            if key not in keys:
+                keys[key] = len(prompts)
+                prompts.append(r.request.prompt_ids[r.prompt_index])
+            row_prompt.append(keys[key])
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        # Positions count real tokens only (as in compute_token_logprobs), so left padding shifts nothing.
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=model.config)
+        # transformers 5 renamed `past_key_values` to `cache`; the cache object is updated in place either way.
+        kw = {self._cache_kw: cache, "use_cache": True}
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **kw)
+            index = torch.tensor(row_prompt, device=dev)
+            logits = out.logits[:, -1, :].index_select(0, index).float()
+            cache.batch_select_indices(index)
+            mask = mask.index_select(0, index)
+            next_pos = pos[:, -1].index_select(0, index) + 1
+
+            n = len(rows)
+            params = [r.request.params for r in rows]
+            prompt_lens = [len(prompts[k]) for k in row_prompt]
+            budgets = [
+                min(p.max_tokens, self.max_model_len - L) for p, L in zip(params, prompt_lens, strict=True)
+            ]
+            temps = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=dev)
+            greedy = torch.tensor([p.temperature == 0 for p in params], device=dev)
+            top_p = torch.tensor([p.top_p for p in params], device=dev)
+            any_top_p = bool((top_p < 1).any())
+            detoks = [IncrementalDetokenizer(self.tokenizer, prompts[k]) for k in row_prompt]
+            tokens: list[list[int]] = [[] for _ in range(n)]
+            logps: list[list[float]] = [[] for _ in range(n)]
+            finish: list[FinishReason | None] = [None] * n
+            texts: list[str | None] = [None] * n
+            slots = list(range(n))  # batch slot -> row; finished rows linger until the next prune
+            while True:
+                tok, lp = self._sample(
+                    logits, temps, greedy, top_p, any_top_p, [rows[i].generator for i in slots]
+                )
+                tok_list, lp_list = tok.tolist(), lp.tolist()
+                for s, i in enumerate(slots):
+                    if finish[i] is not None:
+                        continue
+                    t = tok_list[s]
+                    tokens[i].append(t)
+                    logps[i].append(min(lp_list[s], 0.0))
+                    before = len(detoks[i].text)
+                    delta = detoks[i].add(t)
+                    if t in self.eos_ids:
+                        finish[i] = "stop"
+                    elif params[i].stop and delta:
+                        k = find_stop(detoks[i].text, params[i].stop, len(detoks[i].text) - before)
+                        if k != -1:
+                            finish[i], texts[i] = "stop", detoks[i].text[:k]
+                    if finish[i] is None and len(tokens[i]) >= budgets[i]:
+                        finish[i] = "length"
+                still = [s for s, i in enumerate(slots) if finish[i] is None]
+                self.stats["tokens"] += len(still)
+                if not still:
+                    break
+                if len(still) <= (1 - _PRUNE_FRACTION) * len(slots):
+                    keep = torch.tensor(still, device=dev)
+                    cache.batch_select_indices(keep)
+                    mask, next_pos, tok = (
+                        mask.index_select(0, keep),
+                        next_pos.index_select(0, keep),
+                        tok[keep],
+                    )
+                    temps, greedy, top_p = temps[keep], greedy[keep], top_p[keep]
+                    slots = [slots[s] for s in still]
+                mask = torch.cat([mask, torch.ones((len(slots), 1), dtype=mask.dtype, device=dev)], dim=1)
+                out = model(
+                    input_ids=tok.unsqueeze(1),
+                    attention_mask=mask,
+                    position_ids=next_pos.unsqueeze(1),
+                    **kw,
+                )
+                logits = out.logits[:, -1, :].float()
+                next_pos = next_pos + 1
+            result = []
+            for i in range(n):
+                text = texts[i] if texts[i] is not None else detoks[i].text
+                starts = tuple(min(s, len(text)) for s in detoks[i].starts)
+                result.append(
+                    Completion(
+                        text=text,
+                        token_ids=tuple(tokens[i]),
+                        logprobs=tuple(logps[i]),
+                        finish_reason=finish[i] or "length",
+                        policy_version=weights.version,
+                        token_char_starts=starts,
+                    )
+                )
+            return result
+
+    @staticmethod
+    def _sample(
+        logits: Any, temps: Any, greedy: Any, top_p: Any, any_top_p: bool, generators: Sequence[Any]
+    ) -> tuple[Any, Any]:
+        """One token per row by inverse-CDF sampling with each row's own generator; logprob of the pick."""
+        import torch
+
+        logp = torch.log_softmax(logits / temps.unsqueeze(1), dim=-1)
+        probs = logp.exp()
+        if any_top_p:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            cum = sorted_p.cumsum(-1)
+            drop = (cum - sorted_p) >= top_p.unsqueeze(1)  # keep the smallest prefix with mass >= top_p
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        cdf = probs.cumsum(-1)
+        u = torch.stack([torch.rand((), generator=g) for g in generators]).to(cdf.device)
+        u = (u * cdf[:, -1]).clamp(min=torch.finfo(cdf.dtype).tiny).unsqueeze(1)
+        sampled = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[-1] - 1)
+        tok = torch.where(greedy, logits.argmax(-1), sampled)
+        return tok, logp.gather(-1, tok.unsqueeze(1)).squeeze(1)
+
+
+def _tied_names(model: Any) -> set[str]:
+    """Parameter names that share storage with an earlier one (e.g. lm_head.weight tied to the embeddings)."""
+    seen: dict[int, str] = {}
+    tied = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            tied.add(name)
+        else:
+            seen[id(p)] = name
+    return tied

@@ -1,0 +1,222 @@
+"""`sgpo serve generator`: gRPC GeneratorService and the OpenAI-compatible HTTP API in one process.
+
+Order: bind gRPC (health NOT_SERVING), bind HTTP (/health 503, requests 503), load the engine, flip both to
+serving; SIGTERM drains gRPC, stops HTTP and closes the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from sgpo.common.convert import completion_to_pb
+from sgpo.common.server import ServiceError, UnavailableError, serve_grpc
+from sgpo.core.errors import InvalidInputError
+from sgpo.generator.config import GeneratorConfig
+from sgpo.generator.engine import Engine, build_engine
+from sgpo.generator.metrics import GeneratorMetrics
+from sgpo.generator.sampling import SamplingParams
+from sgpo.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name
+
+
+def sampling_from_pb(m: common_pb2.SamplingParams) -> SamplingParams:
+    """Every field as sent (proto3 cannot tell 0 from unset: n, top_p and max_tokens must be set)."""
+    return SamplingParams(
+        n=m.n,
+        temperature=m.temperature,
+        top_p=m.top_p,
+        max_tokens=m.max_tokens,
+        stop=tuple(m.stop),
+        seed=m.seed if m.HasField("seed") else None,
+    )
+
+
+def _code_name(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        return str(exc.code.name)
+    return "INVALID_ARGUMENT" if isinstance(exc, InvalidInputError) else "INTERNAL"
+
+
+class GeneratorState:
+    """The engine once loaded, shared by both transports."""
+
+    def __init__(self, cfg: GeneratorConfig, metrics: GeneratorMetrics) -> None:
+        self.cfg, self.metrics = cfg, metrics
+        self.engine: Engine | None = None
+
+    def require(self) -> Engine:
+        if self.engine is None:
+            raise UnavailableError("the model is still loading; retry when health reports SERVING")
+        return self.engine
+
+
+class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
+    """Thin: proto -> engine -> proto; errors are mapped by the shared interceptor."""
+
+    def __init__(self, state: GeneratorState) -> None:
+        self.state = state
+
+    def Generate(
+        self, request: generator_pb2.GenerateRequest, context: grpc.ServicerContext
+    ) -> generator_pb2.GenerateResponse:
+        start, code = time.perf_counter(), "OK"
+        try:
+            if not request.HasField("sampling"):
+                raise InvalidInputError(
+                    "sampling", "is required (n, temperature, top_p, max_tokens at least)"
+                )
+            params = sampling_from_pb(request.sampling)
+            if params.n > self.state.cfg.max_n:
+                raise InvalidInputError("sampling.n", f"must be <= {self.state.cfg.max_n}; got {params.n}")
+            results = self.state.require().generate(list(request.prompts), params)
+            self.state.metrics.observe_results(results)
+            return generator_pb2.GenerateResponse(
+                results=[
+                    generator_pb2.PromptCompletions(
+                        prompt_token_ids=r.prompt_token_ids,
+                        completions=[completion_to_pb(c) for c in r.completions],
+                    )
+                    for r in results
+                ]
+            )
+        except Exception as e:
+            code = _code_name(e)
+            raise
+        finally:
+            self.state.metrics.latency.labels("grpc").observe(time.perf_counter() - start)
+            self.state.metrics.requests.labels("grpc", code).inc()
+
+    def UpdateWeights(
+        self, request: generator_pb2.UpdateWeightsRequest, context: grpc.ServicerContext
+    ) -> generator_pb2.UpdateWeightsResponse:
+        engine = self.state.require()
+        start = time.perf_counter()
+        try:
+            version = engine.update_weights(request.version, request.uri)
+        except Exception:
+            self.state.metrics.weight_updates.labels("rejected").inc()
+            raise
+        self.state.metrics.weight_updates.labels("ok").inc()
+        self.state.metrics.weight_load.observe(time.perf_counter() - start)
+        self.state.metrics.policy_version.set(version)
+        return generator_pb2.UpdateWeightsResponse(version=version)
+
+    def GetInfo(
+        self, request: generator_pb2.GetInfoRequest, context: grpc.ServicerContext
+    ) -> generator_pb2.GetInfoResponse:
+        engine = self.state.require()
+        return generator_pb2.GetInfoResponse(
+            model=engine.model_name, engine=engine.name, policy_version=engine.policy_version
+        )
+
+
+class HttpServer:
+    """uvicorn in a background thread on a socket bound before it starts (so the port is known at once)."""
+
+    def __init__(self, app: Any, host: str, port: int, grace_s: float) -> None:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as e:
+            self.sock.close()
+            raise OSError(
+                f"could not bind HTTP {host}:{port} ({e}); set a free http_port in [generator]"
+            ) from e
+        self.port = int(self.sock.getsockname()[1])
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=max(1, int(grace_s)),
+            lifespan="off",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="generator-http", daemon=True
+        )
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the generator's HTTP server did not start; see the log above")
+            time.sleep(0.02)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+        self.sock.close()
+
+
+def build_http_app(state: GeneratorState) -> Any:
+    """The OpenAI-compatible app with request metrics."""
+    from starlette.requests import Request
+
+    from sgpo.generator.openai_api import build_app
+
+    key = state.cfg.api_key.get_secret_value() if state.cfg.api_key else None
+    app = build_app(lambda: state.engine, api_key=key)
+
+    @app.middleware("http")
+    async def _metrics(request: Request, call_next: Any) -> Any:
+        if request.url.path not in ("/v1/completions", "/v1/chat/completions"):
+            return await call_next(request)
+        start = time.perf_counter()
+        response = await call_next(request)
+        state.metrics.latency.labels("http").observe(time.perf_counter() - start)
+        state.metrics.requests.labels("http", str(response.status_code)).inc()
+        return response
+
+    return app
+
+
+def serve(cfg: GeneratorConfig) -> None:
+    metrics = GeneratorMetrics()
+    state = GeneratorState(cfg, metrics)
+    http: HttpServer | None = None
+
+    def register(server: grpc.Server) -> list[str]:
+        generator_pb2_grpc.add_GeneratorServiceServicer_to_server(GeneratorServicer(state), server)
+        return [SERVICE_NAME]
+
+    def load() -> None:
+        nonlocal http
+        if cfg.http_enabled:
+            http = HttpServer(build_http_app(state), cfg.host, cfg.http_port, cfg.grace_period_s)
+            http.start()
+            log.info("http listening", extra={"http_port": http.port})
+        t0 = time.monotonic()
+        state.engine = build_engine(cfg)
+        metrics.policy_version.set(state.engine.policy_version)
+        metrics.ready.set(1)
+        log.info(
+            "engine loaded",
+            extra={
+                "engine": cfg.engine,
+                "model": state.engine.model_name,
+                "seconds": round(time.monotonic() - t0, 2),
+            },
+        )
+
+    def on_stop() -> None:
+        metrics.ready.set(0)
+        if http is not None:
+            http.stop(cfg.grace_period_s + 5)
+        if state.engine is not None:
+            state.engine.close()
+
+    serve_grpc(cfg, register, registry=metrics.registry, load=load, on_stop=on_stop)

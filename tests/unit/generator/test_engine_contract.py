@@ -1,0 +1,334 @@
+"""The engine contract: what every engine must do, run against every engine available here (hf on CPU)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sgpo.core.errors import InvalidInputError
+from sgpo.generator.engine import WeightsRejectedError
+from sgpo.generator.sampling import SamplingParams
+from sgpo.tasks.arith import format_prompt
+from tests.unit.generator.conftest import ENGINE_PARAMS, make_engine
+
+PROMPTS = [format_prompt("Start with 7. Add 5. Subtract 3."), format_prompt("Start with 42."), "S"]
+
+
+def _teacher_forced(path: Path, results: Any, temperature: float) -> list[list[float]]:
+    """Logprobs of every completion's tokens recomputed by the trainer's code on the same weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sgpo.trainer.logprobs import compute_token_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    rows = [(r.prompt_token_ids, c.token_ids) for r in results for c in r.completions]
+    width = max(len(p) + len(t) for p, t in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, (p, t) in enumerate(rows):
+        seq = [*p, *t]
+        ids[i, width - len(seq) :] = torch.tensor(seq)  # left padding, as the trainer batches
+        mask[i, width - len(seq) :] = 1
+    with torch.no_grad():
+        lp = compute_token_logprobs(model, ids, mask, temperature=temperature)
+    return [lp[i, lp.shape[1] - len(t) :].tolist() for i, (_, t) in enumerate(rows)]
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
+def test_sampled_logprobs_equal_teacher_forced_recomputation(
+    engine: Any, tiny_policy: Path, temperature: float, top_p: float
+) -> None:
+    params = SamplingParams(n=4, temperature=temperature, top_p=top_p, max_tokens=48, seed=11)
+    results = engine.generate(PROMPTS, params)
+    ref = _teacher_forced(tiny_policy, results, temperature if temperature > 0 else 1.0)
+    got = [list(c.logprobs) for r in results for c in r.completions]
+    if temperature > 0:  # completions of different lengths exercise the batch's padding and pruning
+        assert len({len(g) for g in got}) > 1
+    worst = max(abs(a - b) for g, r in zip(got, ref, strict=True) for a, b in zip(g, r, strict=True))
+    assert worst < 1e-4, worst
+
+
+def test_result_shape_and_fields(engine: Any) -> None:
+    results = engine.generate(PROMPTS, SamplingParams(n=3, max_tokens=20, seed=0))
+    assert len(results) == len(PROMPTS)
+    for prompt, r in zip(PROMPTS, results, strict=True):
+        assert list(r.prompt_token_ids) == engine.tokenizer(prompt)["input_ids"]
+        assert len(r.completions) == 3
+        for c in r.completions:
+            assert 1 <= len(c.token_ids) <= 20
+            assert len(c.logprobs) == len(c.token_ids) == len(c.token_char_starts)
+            assert all(lp <= 0 for lp in c.logprobs)
+            assert c.finish_reason in ("stop", "length")
+            assert c.policy_version == engine.policy_version == 0
+            assert list(c.token_char_starts) == sorted(c.token_char_starts)
+            assert all(0 <= s <= len(c.text) for s in c.token_char_starts)
+            decoded = engine.tokenizer.decode(list(c.token_ids), skip_special_tokens=True)
+            assert decoded == c.text  # no stop strings here: the text is the decoded tokens
+
+
+def test_token_char_starts_point_at_each_tokens_text(engine: Any) -> None:
+    (r,) = engine.generate([PROMPTS[0]], SamplingParams(n=2, max_tokens=30, seed=5))
+    for c in r.completions:
+        for k, (tok, start) in enumerate(zip(c.token_ids, c.token_char_starts, strict=True)):
+            piece = engine.tokenizer.decode([tok], skip_special_tokens=True)
+            assert c.text[start : start + len(piece)] == piece, (k, tok, start)
+
+
+def test_same_seed_same_outputs_other_seed_differs(engine: Any) -> None:
+    a = engine.generate(PROMPTS, SamplingParams(n=3, max_tokens=24, seed=123))
+    b = engine.generate(PROMPTS, SamplingParams(n=3, max_tokens=24, seed=123))
+    c = engine.generate(PROMPTS, SamplingParams(n=3, max_tokens=24, seed=124))
+    assert a == b
+    assert [x.text for r in a for x in r.completions] != [x.text for r in c for x in r.completions]
+    texts = [x.text for x in a[0].completions]
+    assert len(set(texts)) > 1, "the n samples of one prompt are different draws"
+
+
+def test_seeded_request_does_not_depend_on_its_batch_mates(engine: Any) -> None:
+    params = SamplingParams(n=2, max_tokens=24, seed=77)
+    alone = engine.generate([PROMPTS[1]], params)
+    out: dict[str, Any] = {}
+
+    def other() -> None:
+        out["other"] = engine.generate(PROMPTS, SamplingParams(n=4, max_tokens=40))
+
+    threads = [threading.Thread(target=other) for _ in range(2)]
+    for t in threads:
+        t.start()
+    together = engine.generate([PROMPTS[1]], params)
+    for t in threads:
+        t.join()
+    assert [c.token_ids for c in together[0].completions] == [c.token_ids for c in alone[0].completions]
+    assert len(out["other"]) == len(PROMPTS)
+
+
+def test_stop_strings_end_the_text_before_the_stop(engine: Any) -> None:
+    base = engine.generate([PROMPTS[0]], SamplingParams(n=1, max_tokens=40, seed=9))[0].completions[0]
+    assert len(base.text) > 8
+    stop = base.text[5:7]
+    cut = base.text.index(stop)
+    (r,) = engine.generate([PROMPTS[0]], SamplingParams(n=1, max_tokens=40, seed=9, stop=("\x00never", stop)))
+    c = r.completions[0]
+    assert c.finish_reason == "stop"
+    assert c.text == base.text[:cut]
+    assert stop not in c.text
+    # The tokens up to the one that completed the stop string stay (they were sampled and are trained on).
+    assert tuple(c.token_ids) == base.token_ids[: len(c.token_ids)]
+    assert len(c.token_ids) < len(base.token_ids)
+    assert all(s <= len(c.text) for s in c.token_char_starts)
+
+
+def test_max_tokens_is_honoured(engine: Any) -> None:
+    results = engine.generate(PROMPTS, SamplingParams(n=4, max_tokens=7, seed=3))
+    comps = [c for r in results for c in r.completions]
+    assert all(len(c.token_ids) <= 7 for c in comps)
+    for c in comps:
+        if c.finish_reason == "length":
+            assert len(c.token_ids) == 7
+        else:
+            assert c.token_ids[-1] == engine.tokenizer.eos_token_id
+    assert any(c.finish_reason == "length" for c in comps)
+
+
+def test_greedy_is_deterministic_without_a_seed(engine: Any) -> None:
+    a = engine.generate(PROMPTS, SamplingParams(n=2, temperature=0.0, max_tokens=16))
+    b = engine.generate(PROMPTS, SamplingParams(n=2, temperature=0.0, max_tokens=16))
+    assert a == b
+    assert a[0].completions[0].token_ids == a[0].completions[1].token_ids
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"temperature": -0.5}, "sampling.temperature"),
+        ({"top_p": 1.5}, "sampling.top_p"),
+        ({"top_p": 0.0}, "sampling.top_p"),
+        ({"n": 0}, "sampling.n"),
+        ({"max_tokens": 0}, "sampling.max_tokens"),
+        ({"stop": ("",)}, "sampling.stop[0]"),
+        ({"temperature": float("nan")}, "sampling.temperature"),
+    ],
+)
+def test_bad_sampling_params_are_errors_naming_the_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        SamplingParams(**kwargs)
+    assert err.value.field == field
+    assert "must" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("prompts", "field"), [([""], "prompts[0]"), (["ok", ""], "prompts[1]"), ([], "prompts")]
+)
+def test_empty_prompts_are_errors(engine: Any, prompts: list[str], field: str) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        engine.generate(prompts, SamplingParams())
+    assert err.value.field == field
+
+
+def test_overlong_prompt_is_an_error(engine: Any) -> None:
+    with pytest.raises(InvalidInputError, match="context"):
+        engine.generate(["x" * (engine.max_model_len + 5)], SamplingParams(max_tokens=4))
+
+
+# --- weight updates (each test gets its own engine: updates change it) ------------------------------
+
+
+@pytest.fixture(params=ENGINE_PARAMS)
+def fresh_engine(request: pytest.FixtureRequest, tiny_policy: Path) -> Any:
+    e = make_engine(request.param, tiny_policy, **({"max_batch_size": 4} if request.param == "hf" else {}))
+    yield e
+    e.close()
+
+
+GREEDY = SamplingParams(n=1, temperature=0.0, max_tokens=24)
+
+
+def test_update_weights_serves_the_new_weights_and_reports_the_version(
+    fresh_engine: Any, other_weights: Path, tiny_policy: Path
+) -> None:
+    before = fresh_engine.generate(PROMPTS, GREEDY)
+    assert fresh_engine.update_weights(1, str(other_weights)) == 1
+    after = fresh_engine.generate(PROMPTS, GREEDY)
+    assert fresh_engine.policy_version == 1
+    assert {c.policy_version for r in after for c in r.completions} == {1}
+    assert [c.token_ids for r in after for c in r.completions] != [
+        c.token_ids for r in before for c in r.completions
+    ]
+    reference = make_engine("hf", other_weights)
+    try:
+        expected = reference.generate(PROMPTS, GREEDY)
+    finally:
+        reference.close()
+    assert [c.token_ids for r in after for c in r.completions] == [
+        c.token_ids for r in expected for c in r.completions
+    ]
+    # The logprobs follow the new weights too.
+    ref = _teacher_forced(other_weights, after, 1.0)
+    got = [list(c.logprobs) for r in after for c in r.completions]
+    assert max(abs(a - b) for g, r in zip(got, ref, strict=True) for a, b in zip(g, r, strict=True)) < 1e-4
+
+
+def test_update_accepts_a_sharded_checkpoint(fresh_engine: Any, tmp_path: Path, other_weights: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(other_weights, dtype=torch.float32)
+    model.save_pretrained(tmp_path / "sharded", safe_serialization=True, max_shard_size="300KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    fresh_engine.update_weights(5, str(tmp_path / "sharded"))
+    reference = make_engine("hf", other_weights)
+    try:
+        expected = reference.generate(PROMPTS, GREEDY)
+    finally:
+        reference.close()
+    got = fresh_engine.generate(PROMPTS, GREEDY)
+    assert [c.token_ids for r in got for c in r.completions] == [
+        c.token_ids for r in expected for c in r.completions
+    ]
+    assert {c.policy_version for r in got for c in r.completions} == {5}
+
+
+def _corrupt_variants(src: Path, root: Path) -> dict[str, Path]:
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = {"missing folder": root / "nope"}
+    empty = root / "empty"
+    empty.mkdir()
+    out["no weights file"] = empty
+    trunc = root / "truncated"
+    shutil.copytree(src, trunc)
+    data = (trunc / "model.safetensors").read_bytes()
+    (trunc / "model.safetensors").write_bytes(data[: len(data) // 2])
+    out["truncated file"] = trunc
+    garbage = root / "garbage"
+    shutil.copytree(src, garbage)
+    (garbage / "model.safetensors").write_bytes(b"\x07" * 4096)
+    out["garbage file"] = garbage
+    state = load_file(str(src / "model.safetensors"))
+    for name, change in {
+        "missing tensor": lambda s: s.pop(next(k for k in s if "layers.0" in k)),
+        "wrong shape": lambda s: s.__setitem__("model.norm.weight", torch.ones(7)),
+        "nan weights": lambda s: s.__setitem__(
+            "model.norm.weight", torch.full_like(s["model.norm.weight"], float("nan"))
+        ),
+        "unexpected tensor": lambda s: s.__setitem__("model.extra.weight", torch.ones(2)),
+    }.items():
+        d = root / name.replace(" ", "_")
+        d.mkdir()
+        s = dict(state)
+        change(s)
+        save_file(s, str(d / "model.safetensors"))
+        out[name] = d
+    shard = root / "missing_shard"
+    shard.mkdir()
+    (shard / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"model.norm.weight": "model-00002-of-00002.safetensors"}})
+    )
+    out["missing shard"] = shard
+    return out
+
+
+def test_corrupt_or_missing_weights_are_rejected_and_old_weights_keep_serving(
+    fresh_engine: Any, tiny_policy: Path, other_weights: Path, tmp_path: Path
+) -> None:
+    before = fresh_engine.generate(PROMPTS, GREEDY)
+    for what, path in _corrupt_variants(other_weights, tmp_path).items():
+        with pytest.raises(WeightsRejectedError) as err:
+            fresh_engine.update_weights(7, str(path))
+        assert "uri" in str(err.value), what
+        assert fresh_engine.policy_version == 0, what
+        assert fresh_engine.generate(PROMPTS, GREEDY) == before, what
+
+
+def test_update_during_generation_finishes_in_flight_requests_on_old_weights(
+    fresh_engine: Any, other_weights: Path
+) -> None:
+    """Requests racing an update never fail; each completion's version names the weights that produced it."""
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=40)
+    old = [c.token_ids for c in fresh_engine.generate([PROMPTS[0]], greedy)[0].completions]
+    ref = make_engine("hf", other_weights)
+    try:
+        new = [c.token_ids for c in ref.generate([PROMPTS[0]], greedy)[0].completions]
+    finally:
+        ref.close()
+    assert old != new
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    def client() -> None:
+        try:
+            for _ in range(6):
+                started.set()
+                results.extend(fresh_engine.generate([PROMPTS[0]] * 3, greedy))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    started.wait(10)
+    fresh_engine.update_weights(1, str(other_weights))
+    for t in threads:
+        t.join()
+    assert not errors
+    versions = {c.policy_version for r in results for c in r.completions}
+    assert versions <= {0, 1}
+    for r in results:
+        for c in r.completions:
+            assert [c.token_ids] == (old if c.policy_version == 0 else new), c.policy_version
+    assert fresh_engine.generate([PROMPTS[0]], greedy)[0].completions[0].policy_version == 1
+
+
+def test_negative_version_is_an_error(fresh_engine: Any, other_weights: Path) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        fresh_engine.update_weights(-1, str(other_weights))
+    assert err.value.field == "version"
