@@ -62,21 +62,11 @@ def test_judge_stdin_and_steps_unit() -> None:
     assert (row["first_error_step"], row["rts"]) == (1, pytest.approx(1 / 3))
 
 
-@pytest.mark.parametrize(
-    ("line", "message"),
-    [
-        ("{not json", "line 2: not valid JSON"),
-        ('{"steps": ["a"]}', "line 2: field `problem` must be a string"),
-        ('{"problem": "p", "steps": ["a"], "response": "a"}', "line 2: give exactly one of `steps`"),
-        ('{"problem": "p", "steps": ["a", "  "]}', "line 2: steps[1]: is empty"),
-        ('{"problem": "p", "response": "abc", "token_char_starts": [0, 9]}', "line 2: token_char_starts[1]"),
-    ],
-)
-def test_bad_rows_are_clear_errors(tmp_path: Path, line: str, message: str) -> None:
+def test_a_bad_row_stops_the_run_with_its_line_and_field(tmp_path: Path) -> None:
     src = tmp_path / "rows.jsonl"
-    src.write_text(json.dumps(ROWS[1]) + "\n" + line + "\n")
+    src.write_text(json.dumps(ROWS[1]) + "\n" + '{"problem": "p", "steps": ["a", "  "]}' + "\n")
     r = sgpo("judge", str(src), "--no-progress")
-    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert r.returncode == 2 and "line 2: steps[1]: is empty" in r.stderr, r.stderr
 
 
 def test_bad_invocations(tmp_path: Path) -> None:

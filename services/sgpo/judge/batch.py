@@ -194,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
                     dst.write(json.dumps(out, ensure_ascii=False) + "\n")
                     progress.advance(task)
                 dst.flush()
+        stats = judge.stats()
     except RowError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -203,5 +204,12 @@ def run(args: argparse.Namespace) -> int:
             src.close()
         if dst is not sys.stdout:
             dst.close()
-    print(f"judged {counts['ok'] + counts['failed']} rows ({counts['failed']} failed)", file=sys.stderr)
+    n = counts["ok"] + counts["failed"]
+    summary = f"judged {n} rows ({counts['failed']} failed)"
+    if "llm_asked" in stats:
+        summary += f"; LLM asked {stats['llm_asked']} times ({stats['llm_cache_hits']} from cache)"
+    if stats.get("cascade_judged"):
+        saved = stats["cascade_llm_calls_saved"]
+        summary += f"; the cascade saved {saved} LLM calls ({100 * saved / stats['cascade_judged']:.1f}%)"
+    print(summary, file=sys.stderr)
     return 0

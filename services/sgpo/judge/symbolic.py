@@ -23,11 +23,13 @@ the same format (a copied wrong operand or a dropped step is an error even when 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 from sgpo.judge.config import SymbolicBackend
 from sgpo.judge.types import Located
@@ -70,6 +72,7 @@ _SYMBOLS = {
     "#": " ", "_": " _ ",
 }  # fmt: skip
 _CMD = re.compile(r"\\([A-Za-z]+|.)", re.DOTALL)
+_LATEX_SPECIAL = re.compile(r"[\\{}$&]")
 _THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])")
 _LATEX_THOUSANDS = re.compile(r"(?<=\d)(?:\{,\}|,\\!)(?=\d{3})")  # 1{,}000 and 729,\!000
 _DEGREES = re.compile(r"\^\s*(?:\{\s*\\circ\s*\}|\\circ)|°")
@@ -117,6 +120,12 @@ def _latex(s: str, depth: int = 0) -> str:
     i = 0
     while i < len(s):
         c = s[i]
+        if c not in "\\{}$&":  # copy plain text up to the next LaTeX special character in one go
+            m = _LATEX_SPECIAL.search(s, i)
+            j = m.start() if m else len(s)
+            out.append(s[i:j])
+            i = j
+            continue
         if c == "\\":
             m = _CMD.match(s, i)
             if m is None:  # a lone backslash at the end
@@ -293,8 +302,7 @@ _CONTINUES_AFTER = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):  # a tuple: steps have thousands of tokens and this is the hot path
     kind: str
     text: str
     start: int
@@ -319,6 +327,14 @@ class Value:
     lead: Fraction | None  # the expression's first number, when it starts with one
     ops: int  # binary operations in the expression
     has_pct: bool = False  # a % anywhere in it
+
+
+@functools.lru_cache(maxsize=4096)
+def _num(text: str) -> Fraction:
+    """An exact Fraction from a decimal literal ("12", "3.50", ".5", "-4"); faster than Fraction(str)."""
+    sign = -1 if text.startswith("-") else 1
+    whole, _, frac = text.lstrip("+-").partition(".")
+    return Fraction(sign * int((whole or "0") + frac), 10 ** len(frac))
 
 
 def _check_size(x: Fraction) -> Fraction:
@@ -451,7 +467,7 @@ class _Parser:
                 raise Unsupported("number too long")
             if len(t.text) > 1 and t.text[0] == "0" and t.text[1].isdigit():
                 raise Unsupported("leading zero (a time or a code, not a quantity)")
-            return Fraction(t.text)
+            return _num(t.text)
         if t.kind == "lp":
             self.enter()
             v = self.expr()
@@ -485,7 +501,7 @@ def evaluate(toks: Sequence[Token]) -> Value:
         text = nums[0].text
         decimals = len(text.split(".")[1]) if "." in text else 0
         scale = Fraction(1, 100) if any(t.kind == "pct" for t in toks) else Fraction(1)
-    lead = Fraction(toks[0].text) if toks[0].kind == "num" and len(toks[0].text) <= MAX_DIGITS else None
+    lead = _num(toks[0].text) if toks[0].kind == "num" and len(toks[0].text) <= MAX_DIGITS else None
     return Value(v, literal, decimals, scale, lead, p.ops, any(t.kind == "pct" for t in toks))
 
 
@@ -668,7 +684,7 @@ def _rounded_corners(toks: Sequence[Token]) -> list[Fraction]:
         for bit, k in enumerate(idx):
             t = toks[k]
             delta = Fraction(1, 10 ** len(t.text.split(".")[1]))
-            v = Fraction(t.text) + (delta if mask >> bit & 1 else -delta)
+            v = _num(t.text) + (delta if mask >> bit & 1 else -delta)
             moved[k] = Token("num", _decimal_text(v), t.start, t.end)
         try:
             out.append(evaluate(moved).value)
@@ -698,6 +714,8 @@ _NOTE = re.compile(r"<<([^<>]{0,500})>>")
 
 
 def _claims(text: str, cfg: SymbolicBackend) -> list[Claim]:
+    if "=" not in text and not any(a in text for a in ("≈", "≃", "approx", "simeq")):
+        return []  # no claim without an '=' or an '≈'
     claims: list[Claim] = []
     s = normalize(text)
     toks = tokenize(s)
@@ -786,14 +804,14 @@ def parse_format_step(text: str, need_header: bool = True) -> ChainStep | Answer
     """
     m = _ANSWER_STEP.match(text)
     if m:
-        return AnswerStep(Fraction(m.group(1)))
+        return AnswerStep(_num(m.group(1)))
     header = _HEADER.match(text)
     if header is None and need_header:
         return None
     m = _CHAIN_STEP.match(text[header.end() :] if header else text)
     if m:
         op = _OP_NAMES.get(m.group(2), m.group(2))
-        return ChainStep(Fraction(m.group(1)), op, Fraction(m.group(3)), Fraction(m.group(4)))
+        return ChainStep(_num(m.group(1)), op, _num(m.group(3)), _num(m.group(4)))
     return None
 
 

@@ -1,0 +1,56 @@
+"""`sgpo judge` row handling: every bad row is an error naming its line and field (the CLI runs in e2e tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sgpo.judge.batch import RowError, judge_row, parse_row
+from sgpo.judge.config import JudgeConfig
+from sgpo.judge.judge import build_judge
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "line 7: not valid JSON"),
+        ("[1, 2]", "line 7: must be a JSON object"),
+        ('{"steps": ["a"]}', "line 7: field `problem` must be a string"),
+        ('{"problem": "p"}', "line 7: give exactly one of `steps`"),
+        ('{"problem": "p", "steps": ["a"], "response": "a"}', "line 7: give exactly one of `steps`"),
+        ('{"problem": "p", "steps": "a"}', "line 7: field `steps` must be a list of strings"),
+        ('{"problem": "p", "response": 3}', "line 7: field `response` must be a string"),
+        (
+            '{"problem": "p", "response": "a", "reference_solution": 1}',
+            "`reference_solution` must be a string",
+        ),
+        (
+            '{"problem": "p", "response": "a", "token_char_starts": [true]}',
+            "`token_char_starts` must be a list",
+        ),
+    ],
+)
+def test_malformed_rows(line: str, message: str) -> None:
+    with pytest.raises(RowError) as e:
+        parse_row(line, 7)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"problem": "p", "steps": ["a", "  "]}, "line 3: steps[1]: is empty"),
+        ({"problem": "p", "response": " "}, "line 3: response: is empty"),
+        ({"problem": "p", "response": "abc", "token_char_starts": [0, 9]}, "line 3: token_char_starts[1]"),
+    ],
+)
+def test_rows_the_judge_rejects(row: dict[str, object], message: str) -> None:
+    with pytest.raises(RowError) as e:
+        judge_row(build_judge(JudgeConfig()), 3, row)
+    assert message in str(e.value)
+
+
+def test_a_row_comes_back_with_its_judgement() -> None:
+    row = {"problem": "p", "steps": ["2 + 2 = 4", "4 * 3 = 13"], "id": 5}
+    out = judge_row(build_judge(JudgeConfig()), 1, row)
+    assert out["id"] == 5 and out["first_error_step"] == 1 and out["judge_status"] == "ok"
+    assert out["rts"] == pytest.approx(len("2 + 2 = 4") / len("2 + 2 = 44 * 3 = 13"))
