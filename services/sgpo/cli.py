@@ -15,11 +15,13 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "pretrain": "sgpo.tasks.pretrain",
     "serve": "sgpo.serve",
+    "verify": "sgpo.verifier.cli",
     "judge": "sgpo.judge.batch",
     "eval-judge": "sgpo.judge.evaluate",
     "simulate": "sgpo.simulate",
     "train": "sgpo.launch.train",
     "record": "sgpo.launch.record",
+    "data": "sgpo.launch.data",
 }
 
 

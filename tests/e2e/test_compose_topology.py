@@ -163,7 +163,7 @@ def test_cpu_profile_trains_through_the_compose_wiring(
     finally:
         codes = topo.stop_all()
 
-    assert (data / "tasks" / "train.jsonl").is_file(), "policy-init wrote no RL prompts"
+    assert (data / "tasks" / "train_problems.jsonl").is_file(), "policy-init wrote no RL prompts"
     run_dir = data / "runs" / run_id
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*"))
     assert f"step-{STEPS}" in checkpoints, f"no final checkpoint in {run_dir}: {checkpoints}"

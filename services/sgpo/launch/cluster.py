@@ -91,7 +91,12 @@ class LocalCluster:
         import json
 
         state = {
-            n: {"pid": r.proc.pid, "port": r.spec.port, "metrics_port": r.spec.metrics_port, "restarts": r.restarts}
+            n: {
+                "pid": r.proc.pid,
+                "port": r.spec.port,
+                "metrics_port": r.spec.metrics_port,
+                "restarts": r.restarts,
+            }
             for n, r in self.services.items()
         }
         tmp = self.log_dir / "services.json.tmp"

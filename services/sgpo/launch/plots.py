@@ -40,7 +40,7 @@ def plot_run(run_dir: Path, window: int = 16) -> list[Path]:
     import matplotlib.pyplot as plt
 
     steps = read_jsonl(run_dir / "metrics.jsonl")
-    evals = read_jsonl(run_dir / "eval.jsonl")
+    evals = [e for e in read_jsonl(run_dir / "eval.jsonl") if "accuracy" in e and "step" in e]
     groups = read_jsonl(run_dir / "groups.jsonl")
     out: list[Path] = []
 
@@ -51,7 +51,8 @@ def plot_run(run_dir: Path, window: int = 16) -> list[Path]:
             if any(key in s for s in steps):
                 ax.plot(x, [s.get(key, float("nan")) for s in steps], label=label)
     ax.set(title=f"Training reward — {run_dir.name}", xlabel="trainer step", ylabel="value")
-    ax.legend(loc="best")
+    if ax.lines:
+        ax.legend(loc="best")
     fig.tight_layout()
     out.append(run_dir / "reward.png")
     fig.savefig(out[-1], dpi=110)
@@ -82,7 +83,8 @@ def plot_run(run_dir: Path, window: int = 16) -> list[Path]:
         ax.plot(xs, col, label="colored groups")
         ax.plot(xs, acc, label="sample accuracy", ls="--")
     ax.set(title=f"Sampled groups (per {window})", xlabel="groups sampled", ylabel="fraction", ylim=(0, 1))
-    ax.legend(loc="best")
+    if ax.lines:
+        ax.legend(loc="best")
     fig.tight_layout()
     out.append(run_dir / "groups.png")
     fig.savefig(out[-1], dpi=110)

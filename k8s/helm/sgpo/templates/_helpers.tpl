@@ -83,7 +83,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- end -}}
 
 {{- define "sgpo.datasetPath" -}}
-{{- if .Values.tinyPolicy.enabled -}}/data/tasks/train.jsonl{{- else -}}{{ .Values.dataset.path }}{{- end -}}
+{{- if .Values.tinyPolicy.enabled -}}/data/tasks/train_problems.jsonl{{- else -}}{{ .Values.dataset.path }}{{- end -}}
 {{- end -}}
 
 {{/* Environment every sgpo service gets: bind address, ports, log level. */}}
@@ -174,7 +174,7 @@ initContainers:
   - name: wait-for-policy
     image: {{ include "sgpo.image" (dict "root" . "image" "light") }}
     imagePullPolicy: {{ .Values.images.pullPolicy }}
-    command: ["sh", "-c", "until [ -f /data/policy/pretrain.json ] && [ -f /data/tasks/train.jsonl ]; do echo waiting for the tiny policy; sleep 5; done"]
+    command: ["sh", "-c", "until [ -f /data/policy/pretrain.json ] && [ -f /data/tasks/train_problems.jsonl ]; do echo waiting for the tiny policy; sleep 5; done"]
     securityContext: {{- toYaml .Values.securityContext | nindent 6 }}
     volumeMounts:
       - name: data
