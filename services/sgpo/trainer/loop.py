@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from concurrent.futures import Future
@@ -49,6 +48,8 @@ from sgpo.trainer.metrics import TrainerMetrics
 
 log = logging.getLogger(__name__)
 
+# One JSON line per step, append-only (safe to tail). After a resume the steps past the checkpoint are
+# trained again and logged again: a reader takes the last line of each step.
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -58,7 +59,7 @@ class TrainerStatus:
     policy_version: int
     paused: bool
     queue_lag: int
-    queue_depth: int
+    queue_backlog: int
     pending_groups: int
     last_checkpoint: str
     groups_consumed: int
@@ -167,7 +168,6 @@ class Trainer:
                 "resumed", extra={"checkpoint": str(ckpt), "step": self.step, "groups": len(self.durable_ids)}
             )
         if self.dist.is_main:
-            self._truncate_metrics()
             self.queue = GroupQueue(
                 cfg.redis_url,
                 cfg.run_id,
@@ -190,18 +190,6 @@ class Trainer:
         self.metrics.policy_version.set(self.policy_version)
         self.loaded.set()
 
-    def _truncate_metrics(self) -> None:
-        """Drop metric lines of steps the resume rolled back (they are trained again)."""
-        path = self.run_dir / METRICS_FILE
-        if not path.is_file():
-            return
-        keep = [
-            ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step
-        ]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{ln}\n" for ln in keep))
-        os.replace(tmp, path)
-
     # ------------------------------------------------------------------ control (thread-safe)
     def pause(self) -> None:
         self._paused = True
@@ -219,11 +207,11 @@ class Trainer:
         return fut.result(timeout)
 
     def status(self) -> TrainerStatus:
-        lag = depth = -1
+        lag = backlog = -1
         if self.queue is not None:
             try:
                 s = self.queue.stats()
-                lag, depth = s.lag, s.backlog
+                lag, backlog = s.lag, s.backlog
             except Exception:
                 self.metrics.redis_errors.inc()
         with self._lock:
@@ -233,7 +221,7 @@ class Trainer:
             policy_version=self.policy_version,
             paused=self._paused,
             queue_lag=lag,
-            queue_depth=depth,
+            queue_backlog=backlog,
             pending_groups=pending,
             last_checkpoint=str(self.last_checkpoint or ""),
             groups_consumed=sum(len(ids) for ids in self.history),

@@ -39,7 +39,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             queue_lag=s.queue_lag,
             last_checkpoint=s.last_checkpoint,
             groups_consumed=s.groups_consumed,
-            queue_backlog=s.queue_depth,
+            queue_backlog=s.queue_backlog,
             pending_groups=s.pending_groups,
         )
 
@@ -91,7 +91,9 @@ def serve(cfg: TrainerConfig) -> None:
 
             serve_grpc(cfg, register, registry=metrics.registry, load=trainer.load, main=trainer.run)
         else:
-            # Rank 0 decides when to stop (torchrun signals every rank); the others follow its broadcast.
+            # Rank 0 decides when to stop (torchrun signals every rank); the others follow its broadcast
+            # and keep their logs to warnings (rank 0 reports for all).
+            logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: None)
             trainer.load()

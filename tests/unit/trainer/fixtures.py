@@ -75,3 +75,37 @@ def tiny_policy(out_dir: Path, seed: int = 0) -> Path:
     if not (out_dir / "config.json").is_file():
         build_tiny_policy(out_dir, seed)
     return out_dir
+
+
+def trainer_env(policy: Path, run_dir: Path, run_id: str, redis_url: str, **fields: object) -> dict[str, str]:
+    """Environment for `sgpo serve trainer` (SGPO_TRAINER__* overrides), tuned for quick tests."""
+    env = {
+        "SGPO_TRAINER__MODEL_PATH": str(policy),
+        "SGPO_TRAINER__RUN_DIR": str(run_dir),
+        "SGPO_TRAINER__RUN_ID": run_id,
+        "SGPO_TRAINER__REDIS_URL": redis_url,
+        "SGPO_TRAINER__CONSUMER": "trainer-0",
+        "SGPO_TRAINER__TORCH_THREADS": "1",
+        "SGPO_TRAINER__READ_BLOCK_MS": "100",
+        "SGPO_TRAINER__LR": "0.001",
+    }
+    env.update({f"SGPO_TRAINER__{k.upper()}": str(v) for k, v in fields.items()})
+    return env
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, object]]:
+    import json
+
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def final_consumed(run_dir: Path) -> list[list[str]]:
+    """Group ids per step in the newest checkpoint."""
+    from sgpo.trainer.checkpoint import latest_checkpoint, load_state
+
+    ckpt = latest_checkpoint(run_dir)
+    assert ckpt is not None, f"no checkpoint under {run_dir}"
+    return load_state(ckpt).consumed
