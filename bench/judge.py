@@ -144,31 +144,47 @@ def percentiles(xs: list[float]) -> str:
 
 
 async def http_load(
-    url: str, headers: dict[str, str], bodies: list[dict], n: int, c: int, get: bool
-) -> tuple[list[float], float]:  # type: ignore[type-arg]
+    url: str,
+    headers: dict[str, str],
+    bodies: list[dict],
+    n: int,
+    c: int,
+    get: bool,  # type: ignore[type-arg]
+) -> tuple[list[float], float, int]:
+    """Latencies of the successful requests, wall time, and how many failed (non-200 or a transport error)."""
     import httpx
 
     latencies: list[float] = []
+    failed = 0
     queue = list(range(n))
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=c)) as client:
 
         async def worker() -> None:
+            nonlocal failed
             while queue:
                 i = queue.pop()
                 t = time.perf_counter()
-                if get:
-                    r = await client.get(url)
+                try:
+                    if get:
+                        r = await client.get(url)
+                    else:
+                        r = await client.post(url, json=bodies[i % len(bodies)], headers=headers)
+                except httpx.TransportError as e:
+                    failed += 1
+                    print(f"    request failed: {type(e).__name__} {e}", file=sys.stderr)
+                    continue
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t)
                 else:
-                    r = await client.post(url, json=bodies[i % len(bodies)], headers=headers)
-                latencies.append(time.perf_counter() - t)
-                assert r.status_code == 200, r.text[:200]
+                    failed += 1
+                    print(f"    request failed: HTTP {r.status_code} {r.text[:200]}", file=sys.stderr)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(c)))
-        return latencies, time.perf_counter() - start
+        return latencies, time.perf_counter() - start, failed
 
 
-def grpc_load(target: str, requests: list, n: int, c: int) -> tuple[list[float], float]:  # type: ignore[type-arg]
+def grpc_load(target: str, requests: list, n: int, c: int) -> tuple[list[float], float, int]:  # type: ignore[type-arg]
     import grpc
 
     from sgpo.v1 import judge_pb2_grpc
@@ -185,7 +201,11 @@ def grpc_load(target: str, requests: list, n: int, c: int) -> tuple[list[float],
             if i is None:
                 return
             t = time.perf_counter()
-            stub.Judge(requests[i % len(requests)], timeout=60)
+            try:
+                stub.Judge(requests[i % len(requests)], timeout=60)
+            except grpc.RpcError as e:
+                print(f"    request failed: {e.code()} {e.details()}", file=sys.stderr)
+                continue
             with lock:
                 latencies.append(time.perf_counter() - t)
 
@@ -196,7 +216,7 @@ def grpc_load(target: str, requests: list, n: int, c: int) -> tuple[list[float],
     for t in threads:
         t.join()
     channel.close()
-    return latencies, time.perf_counter() - start
+    return latencies, time.perf_counter() - start, n - len(latencies)
 
 
 def bench_serve(n: int, c: int) -> None:
@@ -237,9 +257,11 @@ def bench_serve(n: int, c: int) -> None:
                 lambda: asyncio.run(http_load(f"{base}/healthz", {}, bodies, n, c, True)),
             ),
         ):
-            lat, wall = run()
+            lat, wall, failed = run()
             print(
-                f"  {name}: {percentiles(lat)}  {len(lat) / wall:6.0f} req/s  ({len(lat)} requests, {c} clients)"
+                f"  {name}: {percentiles(lat)}  {len(lat) / wall:6.0f} req/s  ({len(lat)} requests, {c} clients"
+                + (f", {failed} FAILED" if failed else "")
+                + ")"
             )
 
 

@@ -28,6 +28,7 @@ from sgpo import __version__
 from sgpo.common.server import ResourceExhaustedError, ServiceError
 from sgpo.core import InvalidInputError, StepJudgement
 from sgpo.core.coloring import MAX_BETA
+from sgpo.judge.config import JudgeConfig
 from sgpo.judge.state import JudgeState
 from sgpo.judge.types import ColoringParams, JudgeItem
 
@@ -265,9 +266,10 @@ def _coloring(c: ColoringIn | None, default: ColoringParams) -> ColoringParams |
     )
 
 
-def build_app(config: Any, deps: JudgeState) -> FastAPI:
-    """The FastAPI app over an existing JudgeState (`config` is its JudgeConfig; kept for the factory shape)."""
-    assert config is deps.cfg, "build_app(config, deps): deps must be built from the same config"
+def build_app(config: JudgeConfig, deps: JudgeState) -> FastAPI:
+    """The FastAPI app over the dependencies `serve` (or a test) built from `config`: the judge, metrics, keys."""
+    if config is not deps.cfg:
+        raise ValueError("build_app(config, deps): deps must be built from the same config")
     app = FastAPI(
         title="SGPO judge",
         version=__version__,

@@ -215,7 +215,8 @@ def _text_group(name: str, inner: str, out: list[str], depth: int) -> str:
         return f" {_latex(inner, depth + 1)} "  # \\boxed{8}, \\mathbf{12}: the content counts
     if _MEANINGFUL_WORDS.search(inner):
         return " " + " ".join(re.findall(r"[^\W\d_]+", inner)) + " "  # words that carry arithmetic
-    if _last_char(out) in "0123456789)%":
+    last = _last_char(out)
+    if last and last in "0123456789)%":
         unit = _unit_name(inner)
         return f" ⟦{unit}⟧ " if unit else " "  # "8 \\text{ pounds}": a unit, compared across the '='
     return " LABEL "  # "\\text{Chenny's Age} - 4": a named quantity, not a number
@@ -285,6 +286,7 @@ _LABEL_WORDS = frozenset(
 _NEGATIONS = frozenset({"not", "false", "incorrect", "wrong", "isn't", "untrue", "impossible"})
 # Words next to a claim that make it integer division, not a quotient ("9 / 7 = 1 with a remainder of 2").
 _DIVISION_WORDS = frozenset({"remainder", "remainders", "quotient", "rem", "r"})
+_DISCLAIMERS = _DIVISION_WORDS | _NEGATIONS
 # A word right before an expression that makes it part of a bigger one ("20% of 50 = 10", "mod 5 + 1").
 _CONTINUES_BEFORE = frozenset(
     _words(
@@ -627,7 +629,7 @@ def _right_run_ok(toks: Sequence[Token], end: int) -> bool:
     if last.kind in ("op", "lp", "sqrt"):
         return False
     for t in toks[end : end + 8]:
-        if t.kind == "word" and t.text.lower() in _DIVISION_WORDS | _NEGATIONS:
+        if t.kind == "word" and t.text.lower() in _DISCLAIMERS:
             return False  # "9 / 7 = 1 with a remainder of 2", "1 = 3 + 4, which is not true"
     if end == len(toks):
         return True
@@ -685,6 +687,8 @@ def _rounded_corners(toks: Sequence[Token]) -> list[Fraction]:
             t = toks[k]
             delta = Fraction(1, 10 ** len(t.text.split(".")[1]))
             v = _num(t.text) + (delta if mask >> bit & 1 else -delta)
+            if v < 0:
+                return []
             moved[k] = Token("num", _decimal_text(v), t.start, t.end)
         try:
             out.append(evaluate(moved).value)
@@ -702,7 +706,7 @@ def _decimal_text(v: Fraction) -> str:
 
 
 def find_claims(text: str, cfg: SymbolicBackend) -> list[Claim]:
-    """Every checkable claim of a piece of text, in order (GSM8K notes first at their position)."""
+    """Every checkable claim of a piece of text: those of the prose, then those of its GSM8K notes."""
     text = text[:MAX_STEP_CHARS]
     notes = _NOTE.findall(text)
     if notes:  # the prose without its notes, then each note ("48/2 = <<48/2=24>>24" has two claims)
