@@ -118,12 +118,14 @@ def build_redis_client(
         raise InvalidInputError(
             "redis_url", f"must look like redis://host:port/db (or rediss://, unix://); got {redis_url!r}"
         )
+    # TCP keepalive exists only for TCP sockets; redis-py rejects the option on unix:// (embedded Redis).
+    tcp = {} if redis_url.startswith("unix://") else {"socket_keepalive": True}
     return redis.Redis.from_url(
         redis_url,
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=5.0,
-        socket_keepalive=True,
         health_check_interval=15,
+        **tcp,
         retry=Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError],
         client_name=client_name or None,
