@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from sgpo.v1 import common_pb2 as sgpo_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sgpo/v1/verifier.proto\x12\x07sgpo.v1\x1a\x14sgpo/v1/common.proto\"(\n\nVerifyItem\x12\x0c\n\x04gold\x18\x01 \x01(\t\x12\x0c\n\x04pred\x18\x02 \x01(\t\"G\n\rVerifyRequest\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.sgpo.v1.VerifyItem\x12\x12\n\ndeadline_s\x18\x02 \x01(\x01\"4\n\x0eVerifyResponse\x12\"\n\x08verdicts\x18\x01 \x03(\x0b\x32\x10.sgpo.v1.Verdict2L\n\x0fVerifierService\x12\x39\n\x06Verify\x12\x16.sgpo.v1.VerifyRequest\x1a\x17.sgpo.v1.VerifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sgpo/v1/verifier.proto\x12\x07sgpo.v1\x1a\x14sgpo/v1/common.proto\";\n\nVerifyItem\x12\x0c\n\x04gold\x18\x01 \x01(\t\x12\x0c\n\x04pred\x18\x02 \x01(\t\x12\x11\n\ttolerance\x18\x03 \x03(\x01\"G\n\rVerifyRequest\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.sgpo.v1.VerifyItem\x12\x12\n\ndeadline_s\x18\x02 \x01(\x01\"4\n\x0eVerifyResponse\x12\"\n\x08verdicts\x18\x01 \x03(\x0b\x32\x10.sgpo.v1.Verdict2L\n\x0fVerifierService\x12\x39\n\x06Verify\x12\x16.sgpo.v1.VerifyRequest\x1a\x17.sgpo.v1.VerifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sgpo.v1.verifier_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VERIFYITEM']._serialized_start=57
-  _globals['_VERIFYITEM']._serialized_end=97
-  _globals['_VERIFYREQUEST']._serialized_start=99
-  _globals['_VERIFYREQUEST']._serialized_end=170
-  _globals['_VERIFYRESPONSE']._serialized_start=172
-  _globals['_VERIFYRESPONSE']._serialized_end=224
-  _globals['_VERIFIERSERVICE']._serialized_start=226
-  _globals['_VERIFIERSERVICE']._serialized_end=302
+  _globals['_VERIFYITEM']._serialized_end=116
+  _globals['_VERIFYREQUEST']._serialized_start=118
+  _globals['_VERIFYREQUEST']._serialized_end=189
+  _globals['_VERIFYRESPONSE']._serialized_start=191
+  _globals['_VERIFYRESPONSE']._serialized_end=243
+  _globals['_VERIFIERSERVICE']._serialized_start=245
+  _globals['_VERIFIERSERVICE']._serialized_end=321
 # @@protoc_insertion_point(module_scope)

@@ -8,12 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class VerifyItem(_message.Message):
-    __slots__ = ("gold", "pred")
+    __slots__ = ("gold", "pred", "tolerance")
     GOLD_FIELD_NUMBER: _ClassVar[int]
     PRED_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     gold: str
     pred: str
-    def __init__(self, gold: _Optional[str] = ..., pred: _Optional[str] = ...) -> None: ...
+    tolerance: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, gold: _Optional[str] = ..., pred: _Optional[str] = ..., tolerance: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("items", "deadline_s")
