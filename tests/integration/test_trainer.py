@@ -187,10 +187,33 @@ def _kill_connections(redis_url: str, name: str) -> int:
     )
 
 
+def health_statuses(target: str, proc: subprocess.Popen[bytes], until_serving_s: float = 120) -> list[str]:
+    """Distinct health statuses seen, in order, from the first answer until SERVING."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    seen: list[str] = []
+    deadline = time.monotonic() + until_serving_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while not seen or seen[-1] != "SERVING":
+            assert proc.poll() is None and time.monotonic() < deadline, f"no SERVING; saw {seen}"
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+            except grpc.RpcError:  # not bound yet
+                time.sleep(0.02)
+                continue
+            name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+            if not seen or seen[-1] != name:
+                seen.append(name)
+            time.sleep(0.02)
+    return seen
+
+
 def test_trainer_reconnects_after_redis_drops_its_connections_and_stops_at_max_steps(
     policy: Path, tmp_path: Path, redis_url: str, redis_prefix: str
 ) -> None:
     run_dir = tmp_path / "run"
+    port = free_port()
     env = {
         **os.environ,
         **trainer_env(
@@ -202,7 +225,7 @@ def test_trainer_reconnects_after_redis_drops_its_connections_and_stops_at_max_s
             max_steps=3,
             checkpoint_every=1,
             read_block_ms=2000,
-            port=free_port(),
+            port=port,
             metrics_port=0,
         ),
     }
@@ -210,6 +233,8 @@ def test_trainer_reconnects_after_redis_drops_its_connections_and_stops_at_max_s
     with (tmp_path / "trainer.log").open("wb") as log:
         proc = subprocess.Popen(sgpo_cmd("serve", "trainer"), env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
+        # Health is gated on the model: the port answers NOT_SERVING while the policy loads.
+        assert health_statuses(f"127.0.0.1:{port}", proc) == ["NOT_SERVING", "SERVING"]
         queue.put(make_group("g0"))
         queue.put(make_group("g1"))
         wait_for(lambda: len(read_metrics(run_dir)) == 1, 120, "step 1", proc)
