@@ -640,8 +640,8 @@ def _right_run_ok(toks: Sequence[Token], end: int) -> bool:
     if nxt.kind == "word":
         if nxt.start == last.end or _continues(nxt, "after"):
             return False  # glued ("2x", "5th") or continued ("1.5 million", "2 \\pi", "= 3 x")
-        if nxt.text.lower() in ("and", "per") and after is not None and after.kind == "num":
-            return False  # a mixed number "5 and 2/3", a rate "100 per 1%"
+        if nxt.text.lower() in ("and", "per") and after is not None and after.kind in ("num", "lp"):
+            return False  # a mixed number "5 and 2/3", "16 and (2/3)"; a rate "100 per 1%"
     if nxt.kind == "other":
         if nxt.text not in _SAFE_PUNCTUATION:
             return False  # "\\frac{1}{2} [\\cos ...]", "= 5–6 hours"

@@ -157,6 +157,7 @@ def test_trap_no_arithmetic_returns_minus_one_not_a_guess() -> None:
         "\\pi (1)^2 = \\frac{1}{2}\\pi",
         "9 \\div 7 = 1 with a remainder of 2",
         "17/3 = 5 and 2/3",
+        "100 / 6= 16 and (2/3)",
         "3 / 1/4 = 12 quarter miles",
         "Week 1 + Week 2 = 35 + 35",
         "\\frac{2}{9} = 0.\\overline{2}",
