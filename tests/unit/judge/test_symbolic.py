@@ -236,8 +236,8 @@ def test_reference_in_prose_is_not_used_for_alignment() -> None:
 
 
 def test_gold_gsm8k_solutions_are_not_flagged() -> None:
-    """Human-written GSM8K solutions (first 400 of the test set): a false alarm rate near zero. The one flag in
-    the whole test split (1319) is a real typo in the data ('$32 - $20 = $300')."""
+    """Human-written GSM8K solutions (first 400 of the test set): a false alarm rate near zero. The two flags in
+    the whole test split (1319) are claims false as written ('$32 - $20 = $300', '364 / 4 = 273')."""
     rows = [
         json.loads(line) for line in (SHARED_DATA / "gsm8k" / "test.jsonl").read_text().splitlines()[:400]
     ]
