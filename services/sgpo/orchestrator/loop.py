@@ -145,7 +145,7 @@ class Orchestrator:
 
         return judge
 
-    def process_chunk(self, chunk: list[tuple[int, Prompt]]) -> list[Group]:
+    def process_chunk(self, chunk: list[tuple[int, Prompt]], chunk_index: int = 0) -> list[Group]:
         """Generate, verify, judge and score one chunk of prompts; the groups to enqueue."""
         assert self.clients is not None
         cfg = self.cfg
@@ -158,6 +158,7 @@ class Orchestrator:
             top_p=s.top_p,
             max_tokens=s.max_tokens,
             stop=s.stop,
+            seed=cfg.seed * 1_000_003 + chunk_index,  # reproducible per chunk, different across chunks
         )
         try:
             t0 = time.perf_counter()
