@@ -19,7 +19,7 @@ from typing import Literal
 from sgpo.core import AlgoConfig, compute_colored_reward, compute_group_scores, compute_rts
 from sgpo.core.types import VerdictStatus
 
-HELP = "simulate the stylized K-step model: updates GRPO vs SGPO need to reach 50%/90% success"
+HELP = "simulate the stylized K-step model: updates GRPO vs SGPO need to reach 50%% and 90%% success"
 SimAlgo = Literal["grpo", "sgpo"]
 
 
