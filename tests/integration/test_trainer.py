@@ -256,8 +256,10 @@ def test_trainer_reconnects_after_redis_drops_its_connections_and_stops_at_max_s
 def test_two_trainers_share_a_queue_and_train_every_group_exactly_once(
     policy: Path, tmp_path: Path, redis_url: str, redis_prefix: str
 ) -> None:
-    n = 16
-    procs = {}
+    """Two trainer processes, one consumer group; a producer with backpressure. One group per step, so no
+    trainer is left holding a partial batch when the producer stops."""
+    n = 12
+    procs, ports = {}, {"a": free_port(), "b": free_port()}
     for name in ("a", "b"):
         env = {
             **os.environ,
@@ -266,10 +268,10 @@ def test_two_trainers_share_a_queue_and_train_every_group_exactly_once(
                 tmp_path / name,
                 redis_prefix,
                 redis_url,
-                batch_groups=2,
+                batch_groups=1,
                 checkpoint_every=2,
                 consumer=name,
-                port=0,
+                port=ports[name],
                 metrics_port=0,
             ),
         }
@@ -277,13 +279,15 @@ def test_two_trainers_share_a_queue_and_train_every_group_exactly_once(
             procs[name] = subprocess.Popen(
                 sgpo_cmd("serve", "trainer"), env=env, stdout=log, stderr=subprocess.STDOUT
             )
-    queue = GroupQueue(redis_url, redis_prefix, consumer="producer", high_water=6)
+    queue = GroupQueue(redis_url, redis_prefix, consumer="producer", high_water=4)
     try:
+        for port in ports.values():
+            wait_for_health(f"127.0.0.1:{port}", timeout_s=180)
         for i in range(n):
             assert queue.wait_below_high_water(timeout=120)
             assert queue.put(make_group(f"g{i:02d}")).status == "queued"
         wait_for(
-            lambda: queue.stats().lag == 0 and sum(len(read_metrics(tmp_path / x)) for x in "ab") == n // 2,
+            lambda: sum(len(read_metrics(tmp_path / x)) for x in "ab") == n,
             120,
             "all groups trained",
         )

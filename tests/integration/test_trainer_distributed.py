@@ -43,17 +43,14 @@ def test_two_process_fsdp_loss_trajectory_matches_one_process(
     # Both consumer groups exist before anything is acknowledged: trimming keeps what either still needs.
     for group in ("fsdp", "single"):
         GroupQueue(redis_url, redis_prefix, consumer_group=group).ensure_consumer_group()
-    for i in range(
-        8
-    ):  # 3 completions per group: odd sequence counts leave one rank a zero-weight micro-batch
+    # 3 completions per group: odd sequence counts leave one rank a zero-weight micro-batch.
+    for i in range(8):
         queue.put(make_group(f"g{i}", size=3, completion_len=(3, 14)))
 
     fsdp_dir = tmp_path / "fsdp"
     loaded = []
-    for max_steps in (
-        2,
-        4,
-    ):  # the second run resumes the first's FSDP checkpoint (optimizer broadcast from rank 0)
+    # resumed: a first run stops at step 2; the second resumes its FSDP checkpoint (optimizer broadcast from rank 0)
+    for max_steps in (2, 4) if resume else (4,):
         env = {
             **os.environ,
             **trainer_env(
