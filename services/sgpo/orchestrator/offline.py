@@ -32,6 +32,8 @@ class GroupWriter:
         self._f.flush()
         self.count += 1
 
+    put = write  # a GroupWriter is a sink for the orchestrator's loop, like the queue
+
     def close(self) -> None:
         self._f.close()
 
