@@ -10,6 +10,7 @@ own extraction reads (`raw=True`: no marker was found, the fallback is `math_ver
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass, field, replace
@@ -82,9 +83,16 @@ def split_assignment(answer: str) -> tuple[str, str] | None:
 
 
 def _parse(text: str, raw: bool) -> list[Any]:
+    return list(_parse_cached(text, raw))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str, raw: bool) -> tuple[Any, ...]:
+    """Parses are cached per worker: the G responses of a group share one gold, and latex2sympy's own
+    cache holds 20 entries. Sympy expressions are immutable, so sharing them is safe."""
     from math_verify import parse
 
-    return list(parse(text if raw else wrap(text), _configs(), parsing_timeout=None))
+    return tuple(parse(text if raw else wrap(text), _configs(), parsing_timeout=None))
 
 
 def _shown(parsed: list[Any], fallback: str) -> str:

@@ -303,7 +303,7 @@ _SPACED_THOUSANDS = re.compile(r"^[-+]?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?$")
 _DECIMAL = re.compile(r"^(?P<sign>[-+]?)(?P<num>\d+(?:\.\d*)?|\.\d+)$")
 _SLASH = re.compile(r"^(?P<sign>[-+]?)(?P<p>\d+)/(?P<q>\d+)$")
 _FRAC = re.compile(r"^(?P<sign>[-+]?)\\frac(?:\{(?P<p>\d+)\}|(?P<p1>\d))(?:\{(?P<q>\d+)\}|(?P<q1>\d))$")
-_CHOICE = re.compile(r"^\(?(?P<c>[A-J])\)?(?:[.:)]|\s|$)")
+_CHOICE = re.compile(r"^(?:\((?P<p>[A-J])\)|(?P<c>[A-J])\)?)(?=[\s.:]|$)")
 
 
 def strip_delimiters(s: str) -> str:
@@ -397,10 +397,80 @@ def parse_number(s: str) -> NumberAnswer | None:
     return None if a is None else NumberAnswer(a.value, a.exact, percent, var)
 
 
+_BRACKETS = {"(": ")", "[": "]", "\\{": "\\}", "\\langle": "\\rangle"}
+
+
+def _split_commas(s: str) -> list[str] | None:
+    """Top-level comma-separated parts, or None when brackets do not balance."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif ch == "," and depth == 0:
+            parts.append(s[start:i])
+            start = i + 1
+    if depth != 0:
+        return None
+    parts.append(s[start:])
+    return [p.strip() for p in parts]
+
+
+@dataclass(frozen=True, slots=True)
+class NumberList:
+    """ "(6, 31, -1)" or "-2, 1": plain numbers in brackets (kept) or bare (an unordered list of solutions)."""
+
+    brackets: str  # "()" "[]" "{}" "(]"..., "" for a bare list
+    items: tuple[NumberAnswer, ...]
+
+
+def parse_number_list(s: str) -> NumberList | None:
+    s = clean(s)
+    if "," not in s or len(s) > 500:
+        return None
+    brackets = ""
+    for open_, close in _BRACKETS.items():
+        for close_any in (")", "]", "\\}", "\\rangle"):
+            if s.startswith(open_) and s.endswith(close_any) and (open_ != "\\{" or close_any == close):
+                inner = s[len(open_) : len(s) - len(close_any)]
+                if _split_commas(inner) is not None:
+                    brackets, s = open_ + close_any, inner
+                break
+        if brackets:
+            break
+    parts = _split_commas(s)
+    if parts is None or len(parts) < 2:
+        return None
+    items = [parse_number(p) for p in parts]
+    if any(n is None or not isinstance(n.value, Fraction) or n.var for n in items):
+        return None
+    return NumberList(brackets, tuple(n for n in items if n is not None))
+
+
+def _lists_decision(gold: NumberList, pred: NumberList, float_rounding: int) -> FastDecision | None:
+    """Same brackets and length: elementwise (sets and bare lists: as multisets). Anything else: sympy."""
+    if gold.brackets != pred.brackets or len(gold.items) != len(pred.items):
+        return None
+    unordered = gold.brackets in ("", "\\{\\}")
+    if not unordered:
+        same = all(numbers_equal(g, p, float_rounding) for g, p in zip(gold.items, pred.items, strict=True))
+        return FastDecision("correct" if same else "wrong", "elements equal" if same else "elements differ")
+    remaining = list(pred.items)
+    for g in gold.items:
+        hit = next((j for j, p in enumerate(remaining) if numbers_equal(g, p, float_rounding)), None)
+        if hit is None:
+            return FastDecision("wrong", "elements differ")
+        remaining.pop(hit)
+    return FastDecision("correct", "same elements")
+
+
 def parse_choice(s: str) -> str | None:
     """A multiple-choice letter: "C", "(C)", "\\text{(C)}", "C) 12", "(C) 12" -> "C"."""
     m = _CHOICE.match(clean(s))
-    return m.group("c") if m is not None else None
+    return (m.group("p") or m.group("c")) if m is not None else None
 
 
 def _values(n: NumberAnswer) -> list[Fraction]:
@@ -470,4 +540,8 @@ def decide_fast(
         if len(tolerance) > 1:
             return None  # one tolerance per element of a list: the worker splits the lists
         return _compare_numbers(g_num, p_num, float_rounding, tolerance)
+    if not tolerance and g_num is None and p_num is None:
+        g_list, p_list = parse_number_list(gold), parse_number_list(pred)
+        if g_list is not None and p_list is not None:
+            return _lists_decision(g_list, p_list, float_rounding)
     return None

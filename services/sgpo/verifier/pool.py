@@ -223,7 +223,8 @@ class WorkerPool:
                 return False
         return True
 
-    def _restart(self, i: int, reason: RestartReason) -> _Worker | None:
+    def _kill(self, i: int, reason: RestartReason) -> None:
+        """Kill slot i's worker (its replacement is started by `_start`), counted as a restart."""
         old = self._workers[i]
         self._workers[i] = None
         if old is not None:
@@ -231,19 +232,18 @@ class WorkerPool:
         with self._lock:
             self.restarts[reason] = self.restarts.get(reason, 0) + 1
         self._on_restart(reason)
-        return self._start(i)
 
     def _start(self, i: int) -> _Worker | None:
         """A fresh worker in slot i once it reports ready, or None (logged) when it cannot be started.
 
-        Waiting for the ready message keeps the worker's boot time (a forkserver fork, plus re-importing
-        the caller's `__main__` module as multiprocessing does) out of the next job's deadline."""
+        Waiting for the ready message keeps the worker's boot time (the first start also waits for the
+        forkserver to import and warm math-verify) out of the next job's deadline."""
         worker = None
         try:
             worker = _Worker(self._ctx, self._memory_mb)
             if not worker.conn.poll(STARTUP_TIMEOUT_S) or worker.conn.recv() != _READY:
                 raise TimeoutError(f"no ready message within {STARTUP_TIMEOUT_S:.0f}s")
-        except Exception as exc:  # e.g. a script that starts a verifier at import time, unguarded
+        except Exception as exc:  # the forkserver or the fork failed: answer jobs unscorable, retry later
             if worker is not None:
                 worker.kill()
             error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
@@ -272,8 +272,11 @@ class WorkerPool:
                 job.finish(CheckResult("unscorable", "", "request deadline passed before a worker was free"))
                 continue
             worker = self._workers[i]
-            if worker is None or not worker.proc.is_alive():
-                worker = self._restart(i, "crash") if worker is not None else self._start(i)
+            if worker is not None and not worker.proc.is_alive():
+                self._kill(i, "crash")
+                worker = None
+            if worker is None:
+                worker = self._start(i)
             if worker is None:
                 job.finish(
                     CheckResult("unscorable", "", f"could not start a worker process ({self.start_error})")
@@ -286,18 +289,21 @@ class WorkerPool:
                 ready = worker.conn.poll(budget)
                 result: CheckResult | None = worker.conn.recv() if ready else None
             except (EOFError, OSError, ValueError):
-                self._restart(i, "crash")
+                self._kill(i, "crash")
                 job.finish(CheckResult("unscorable", "", "worker process died (crash or memory limit)"))
+                self._start(i)
                 continue
             if result is None:
-                self._restart(i, "timeout")
+                self._kill(i, "timeout")  # first: a hung worker must stop burning CPU
                 self._on_timeout()
                 job.finish(CheckResult("unscorable", "", f"timed out after {budget:.3g}s"))
+                self._start(i)  # the replacement boots while the caller already has its answer
                 continue
             job.finish(result)
             worker.tasks += 1
             if worker.tasks >= self._max_tasks:
-                self._restart(i, "recycle")
+                self._kill(i, "recycle")
+                self._start(i)
 
     def close(self) -> None:
         """Stop the drivers and the workers; queued jobs are answered unscorable."""
