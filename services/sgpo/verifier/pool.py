@@ -37,11 +37,35 @@ _READY = "ready"
 STARTUP_TIMEOUT_S = 120.0
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when its parent, the forkserver, exits, so that a worker stuck in sympy
+    does not outlive a service that was itself killed. The forkserver exits when the last holder of its
+    "alive" pipe closes it; every forked child inherits a copy it never uses, so the worker closes its
+    copy first (otherwise a hung worker would keep the forkserver, and so itself, alive forever)."""
+    import ctypes
+    import signal
+    from multiprocessing import forkserver
+
+    alive_fd = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_alive_fd", None)
+    if isinstance(alive_fd, int):
+        with contextlib.suppress(OSError):
+            os.close(alive_fd)
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(0)
+
+
 def _worker_main(conn: Connection, memory_mb: int) -> None:
     """The worker loop: receive a CheckRequest, send back a CheckResult, forever."""
     import resource
     import sys
 
+    _die_with_parent()
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

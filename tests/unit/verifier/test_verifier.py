@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -204,3 +206,28 @@ def test_fast_path_never_waits_for_workers() -> None:
             == 100
         )
         assert registry.get_sample_value("sgpo_verifier_batch_latency_seconds_count") == 1
+
+
+def test_a_hung_worker_does_not_outlive_a_killed_service() -> None:
+    code = (
+        "from sgpo.verifier import MathVerifier, VerifierConfig\n"
+        "v = MathVerifier(VerifierConfig(workers=1, deadline_s=300))\n"
+        "v.wait_ready()\n"
+        "print(v.worker_pids[0], flush=True)\n"
+        f"v.verify_batch([{HANGS!r}])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    time.sleep(1.0)  # the worker is now deep in sympy
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"worker {pid} was still running 60 s after its service was killed")
