@@ -41,12 +41,12 @@ def test_file_in_jsonl_out_with_symbolic_rows(tmp_path: Path) -> None:
         ("c", "correct"),
         ("d", "correct"),
         ("e", "wrong"),
-        ("f", "unscorable"),
+        ("f", "wrong"),
     ]
     assert got[1]["gold"] == 25  # the row is written back as given, plus the three fields
     assert got[2]["meta"] == {"k": [1, 2]} and got[2]["extracted"] == "(x+1)^2"
     assert got[5]["reason"] == "response is empty"
-    assert "verified 6 rows" in proc.stderr and "correct 4, wrong 1, unscorable 1" in proc.stderr
+    assert "verified 6 rows" in proc.stderr and "correct 4, wrong 2, unscorable 0" in proc.stderr
 
 
 def test_stdin_to_stdout_with_fallback_choice() -> None:
@@ -57,7 +57,7 @@ def test_stdin_to_stdout_with_fallback_choice() -> None:
     proc = run_cli("-", "--no-progress", "--fallback", "none", stdin=stdin)
     assert proc.returncode == 0, proc.stderr
     [row] = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert row["status"] == "unscorable" and "no answer found" in row["reason"]
+    assert row["status"] == "wrong" and "no answer found" in row["reason"]  # the response's failure
     proc = run_cli("-", "--no-progress", "--fallback", "last_number", stdin=stdin)
     [row] = [json.loads(line) for line in proc.stdout.splitlines()]
     assert (row["status"], row["extracted"]) == ("wrong", "3")

@@ -87,7 +87,7 @@ def test_batch_verdicts_in_request_order(verifier: Verifier) -> None:
         Verdict("correct", "(x+1)^2", "equivalent (boxed)"),
         Verdict("correct", "72", "identical after normalization (hashes)"),
         Verdict("correct", "0.6055", "within tolerance (whole)"),
-        Verdict("unscorable", "", "no answer found in the response"),
+        Verdict("wrong", "", "no answer found in the response (math_verify)"),
     ]
 
 

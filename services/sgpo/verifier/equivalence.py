@@ -191,8 +191,9 @@ def check(req: CheckRequest) -> CheckResult:
         return CheckResult("unscorable", "", "the gold answer is undefined (division by zero or NaN)")
     pred = _parse(req.pred, req.pred_raw)
     if not pred:
+        # The response's failure, not the verifier's: wrong (see sgpo.verifier.verifier).
         reason = "no answer found in the response" if req.pred_raw else "could not parse the answer"
-        return CheckResult("unscorable", "", reason)
+        return CheckResult("wrong", "", reason)
     shown = _shown(pred, req.pred)
     if req.tolerance:
         g_vals = _numeric_values(req.gold if not req.gold_raw else _shown(gold, req.gold))
@@ -217,5 +218,5 @@ def check(req: CheckRequest) -> CheckResult:
     if not gold_math and pred_math and _MATHY.search(_shown(gold, req.gold)):
         return CheckResult("unscorable", shown, "could not parse the gold answer as math")
     if gold_math and not pred_math and _MATHY.search(shown):
-        return CheckResult("unscorable", shown, "could not parse the answer as math")
+        return CheckResult("wrong", shown, "could not parse the answer as math")
     return CheckResult("wrong", shown, "not equivalent")

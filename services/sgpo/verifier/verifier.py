@@ -2,8 +2,12 @@
 
 Per item: extract the answer from the response (and from the gold when it is a solution), settle plain
 numbers, choice letters and identical strings here (`extract.decide_fast`), and send the rest to a
-worker process running math-verify under a deadline (`pool.WorkerPool`). Timeouts, parse failures and
-responses without an answer are `unscorable`, never `wrong`. Thread-safe.
+worker process running math-verify under a deadline (`pool.WorkerPool`).
+
+Who failed decides the status. The verifier failing (a timeout, a crashed worker, a gold answer it cannot
+read) is `unscorable`, never `wrong`: the orchestrator masks it out of the group. The response failing (empty,
+no final answer, an answer that is not math, an absurdly long answer) is `wrong`, as in every RL reward:
+otherwise a policy that stops answering hard problems would never be penalised. Thread-safe.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ def prepare(
     if not gold.strip():
         return Verdict("unscorable", "", "gold answer is empty")
     if not pred.strip():
-        return Verdict("unscorable", "", "response is empty")
+        return Verdict("wrong", "", "response is empty")
     g = extract_gold(gold, cfg.scan_chars)
     if g is None and len(gold) > cfg.scan_chars:
         return Verdict(
@@ -60,12 +64,10 @@ def prepare(
         )
     p = extract_answer(pred, cfg.fallback, cfg.scan_chars)
     if p is None and cfg.fallback != "math_verify":
-        return Verdict(
-            "unscorable", "", f"no answer found (no box, ####, Answer: line; fallback {cfg.fallback})"
-        )
+        return Verdict("wrong", "", f"no answer found (no box, ####, Answer: line; fallback {cfg.fallback})")
     if p is not None and not p.raw and len(p.answer) > cfg.max_answer_chars:
         return Verdict(
-            "unscorable", _shown(p.answer), f"answer is longer than max_answer_chars={cfg.max_answer_chars}"
+            "wrong", _shown(p.answer), f"answer is longer than max_answer_chars={cfg.max_answer_chars}"
         )
     if g is not None and p is not None and not g.raw and not p.raw:
         fast = decide_fast(g.answer, p.answer, cfg.float_rounding, tolerance)

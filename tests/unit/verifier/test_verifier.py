@@ -44,22 +44,27 @@ def test_verdicts_for_common_answer_shapes(verifier: MathVerifier) -> None:
         "correct",
         "correct",
         "correct",
-        "unscorable",
-        "unscorable",
+        "wrong",
+        "wrong",
     ]
     assert got[0].extracted == "36" and "answer_line" in got[0].reason
     assert got[2].extracted == "\\dfrac{1}{2}"
     assert got[3].extracted == "(x+1)^2" and got[3].reason == "equivalent (boxed)"
-    assert got[9].reason == "no answer found in the response"
+    assert got[9].reason.startswith("no answer found in the response")
     assert got[10].reason == "response is empty"
 
 
-def test_unparseable_answers_are_unscorable_not_wrong(verifier: MathVerifier) -> None:
+def test_an_unparseable_answer_is_the_responses_failure(verifier: MathVerifier) -> None:
     got = verifier.verify_batch(
         [("\\frac{1}{2}", "\\boxed{\\frac{1}{}}"), ("x^2", "\\boxed{\\sqrt[}"), ("7", "\\boxed{seven}")]
     )
-    assert [v.status for v in got] == ["unscorable", "unscorable", "wrong"]
+    assert [v.status for v in got] == ["wrong", "wrong", "wrong"]
     assert "parse" in got[0].reason and "parse" in got[1].reason
+
+
+def test_an_unreadable_gold_is_the_verifiers_failure(verifier: MathVerifier) -> None:
+    got = verifier.verify_batch([("\\frac{1}{", "\\boxed{2}"), ("", "Answer: 3")])
+    assert [v.status for v in got] == ["unscorable", "unscorable"]
 
 
 def test_a_hanging_item_times_out_and_its_worker_is_replaced() -> None:
