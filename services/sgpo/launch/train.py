@@ -97,7 +97,8 @@ def build_run_config(
         "algo": {"algo": args.algo, "group_size": preset.group_size, "rts_unit": "tokens"},
         "verifier": {"workers": 2},
         "judge": {"http_enabled": False},
-        "generator": {"model": str(policy), "http_enabled": False, "max_batch_size": 256},
+        # Generator and trainer share the CPU: one torch thread each beats two fighting threads (bench/trainer.py).
+        "generator": {"model": str(policy), "http_enabled": False, "max_batch_size": 256, "threads": 1},
         "trainer": {
             "model_path": str(policy),
             "run_dir": str(run_dir),
@@ -114,6 +115,7 @@ def build_run_config(
             "temperature": preset.temperature,
             "seed": args.seed,
             "consumer": "trainer-0",
+            "torch_threads": 1,
             "claim_idle_ms": 5000,
         },
         "orchestrator": {
