@@ -215,3 +215,11 @@ def build_engine(cfg: Any) -> Engine:
         served_model_name=name,
         trust_remote_code=cfg.trust_remote_code,
     )
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a prompt with the tokenizer's special tokens, unless the text already starts with BOS
+    (a rendered chat template), which would otherwise be doubled."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add = not (bos and text.startswith(bos))
+    return list(tokenizer(text, add_special_tokens=add)["input_ids"])

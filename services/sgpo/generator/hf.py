@@ -30,6 +30,7 @@ from sgpo.generator.engine import (
     IncrementalDetokenizer,
     PromptResult,
     WeightsRejectedError,
+    encode_prompt,
     find_stop,
     read_state_dict,
 )
@@ -138,7 +139,7 @@ class HFEngine:
         return self._weights.version
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        return len(encode_prompt(self.tokenizer, text))
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -154,7 +155,7 @@ class HFEngine:
 
         validate_prompts(prompts)
         validate_sampling(params)
-        prompt_ids = [list(self.tokenizer(p)["input_ids"]) for p in prompts]
+        prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
         for i, ids in enumerate(prompt_ids):
             if not ids:
                 raise InvalidInputError(f"prompts[{i}]", "tokenizes to no tokens")

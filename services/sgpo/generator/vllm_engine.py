@@ -26,6 +26,7 @@ from sgpo.generator.engine import (
     IncrementalDetokenizer,
     PromptResult,
     WeightsRejectedError,
+    encode_prompt,
     read_state_dict,
     weight_files,
 )
@@ -133,7 +134,7 @@ class VLLMEngine:
         return self._version
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        return len(encode_prompt(self.tokenizer, text))
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -158,7 +159,7 @@ class VLLMEngine:
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[PromptResult]:
         validate_prompts(prompts)
         validate_sampling(params)
-        prompt_ids = [list(self.tokenizer(p)["input_ids"]) for p in prompts]
+        prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
         sps = [
             self._vllm.SamplingParams(
                 n=params.n,

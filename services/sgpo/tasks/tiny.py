@@ -21,6 +21,9 @@ PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 # Printable ASCII plus space and newline, one token each; anything else is <unk>.
 CHARS = tuple(c for c in string.printable if c not in "\t\r\x0b\x0c")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}\n{% endif %}{% endfor %}"
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def _build_tokenizer() -> object:
     tok.decoder = decoders.Fuse()
     # Every sequence starts with <bos>, as for most real models: the first character gets context.
     tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
-    return PreTrainedTokenizerFast(
+    hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD,
         bos_token=BOS,
@@ -85,6 +88,9 @@ def _build_tokenizer() -> object:
         padding_side="left",
         model_max_length=ModelShape().max_positions,
     )
+    # Chat callers (the OpenAI surface) get exactly `format_prompt(problem)` for a user message `problem`.
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
 
 
 def build_tiny_policy(out_dir: Path, seed: int = 0, shape: ModelShape | None = None) -> Path:

@@ -1,0 +1,268 @@
+"""`sgpo pretrain --preset tiny`: supervised fine-tuning of the tiny policy on easy arithmetic chains.
+
+The recipe (model shape, levels, iterations, batch, lr, seed) is the preset; the result is a HF folder
+with `pretrain.json` (the preset, the greedy accuracy per level, timings) written last, so a folder with
+that file is complete. Same preset and seed, same weights (on the same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from sgpo.tasks.arith import ArithProblem, format_prompt, generate_split, iter_problems
+from sgpo.tasks.tiny import PRESETS, TinyPreset, build_tiny_policy, policy_dir
+
+HELP = "pretrain the tiny policy (SFT on easy arithmetic chains) and print its accuracy table"
+
+_ANSWER = re.compile(r"Answer:\s*(-?\d+)\s*$")
+
+
+def extract_answer(text: str) -> str | None:
+    """The number on the final `Answer: N` line, or None when the text does not end with one."""
+    m = _ANSWER.search(text.strip())
+    return m.group(1) if m else None
+
+
+def eval_problems(preset: TinyPreset) -> list[ArithProblem]:
+    """The held-out test problems of the accuracy table (never seen in SFT)."""
+    return generate_split("test", preset.eval_steps, preset.eval_per_level, preset.seed, preset.task)
+
+
+def _batches(
+    problems: Iterator[ArithProblem], tokenizer: Any, batch_size: int, chunk: int = 8
+) -> Iterator[tuple[Any, Any, Any]]:
+    """(input_ids, attention_mask, labels) batches; loss only on the solution and <eos>.
+
+    Examples are drawn `chunk` batches at a time and grouped by length, so batches carry little padding.
+    """
+    import torch
+
+    rng = random.Random(0)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    while True:
+        rows = []
+        for _ in range(batch_size * chunk):
+            p = next(problems)
+            prompt = tokenizer(format_prompt(p.problem))["input_ids"]
+            full = tokenizer(format_prompt(p.problem) + p.solution)["input_ids"] + [eos]
+            rows.append((full, len(prompt)))
+        rows.sort(key=lambda r: len(r[0]))
+        groups = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+        rng.shuffle(groups)
+        for group in groups:
+            width = max(len(r[0]) for r in group)
+            ids = torch.full((len(group), width), pad, dtype=torch.long)
+            labels = torch.full((len(group), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for i, (full, n_prompt) in enumerate(group):
+                ids[i, : len(full)] = torch.tensor(full)
+                mask[i, : len(full)] = 1
+                labels[i, n_prompt : len(full)] = torch.tensor(full[n_prompt:])
+            yield ids, mask, labels
+
+
+def greedy_accuracy(
+    model: Any, tokenizer: Any, problems: Sequence[ArithProblem], batch_size: int = 256
+) -> dict[int, float]:
+    """Greedy accuracy per difficulty level (exact final answer)."""
+    import torch
+
+    by_level: dict[int, list[ArithProblem]] = {}
+    for p in problems:
+        by_level.setdefault(p.steps, []).append(p)
+    out: dict[int, float] = {}
+    model.eval()
+    for level, items in sorted(by_level.items()):
+        correct = 0
+        for i in range(0, len(items), batch_size):
+            chunk = items[i : i + batch_size]
+            enc = tokenizer([format_prompt(p.problem) for p in chunk], return_tensors="pt", padding=True)
+            budget = max(len(p.solution) for p in chunk) + 24
+            with torch.no_grad():
+                gen = model.generate(
+                    **enc,
+                    max_new_tokens=budget,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            correct += sum(extract_answer(t) == p.answer for t, p in zip(texts, chunk, strict=True))
+        out[level] = correct / len(items)
+    return out
+
+
+def pretrain(
+    preset: TinyPreset, target: Path, progress: bool = True, threads: int | None = None
+) -> dict[str, Any]:
+    """SFT the tiny policy of `preset` into `target` (written atomically); returns the pretrain.json record."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    console = Console(stderr=True)
+    threads = threads or min(os.cpu_count() or 1, 8)
+    torch.set_num_threads(threads)
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build_tiny_policy(work, seed=preset.seed, shape=preset.model)
+        tokenizer = AutoTokenizer.from_pretrained(work)
+        model = AutoModelForCausalLM.from_pretrained(work, dtype=torch.float32)
+        torch.manual_seed(preset.seed)
+        test = eval_problems(preset)
+        stream = iter_problems(preset.sft_steps, preset.seed, preset.task, exclude={p.problem for p in test})
+        batches = _batches(stream, tokenizer, preset.batch_size)
+        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": preset.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=preset.lr,
+            betas=(0.9, 0.98),
+        )
+
+        def lr_at(it: int) -> float:
+            if it < preset.warmup_iters:
+                return preset.lr * (it + 1) / preset.warmup_iters
+            frac = (it - preset.warmup_iters) / max(1, preset.sft_iters - preset.warmup_iters)
+            return preset.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+        model.train()
+        t0 = time.monotonic()
+        loss_ema = float("nan")
+        with Progress(
+            TextColumn("[bold]pretrain {task.fields[preset]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not progress,
+        ) as bar:
+            task = bar.add_task("sft", total=preset.sft_iters, preset=preset.name, loss=float("nan"))
+            for it in range(preset.sft_iters):
+                ids, mask, labels = next(batches)
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(it)
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                value = float(loss)
+                loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
+                bar.update(task, advance=1, loss=loss_ema)
+        sft_s = time.monotonic() - t0
+        t1 = time.monotonic()
+        accuracy = greedy_accuracy(model, tokenizer, test)
+        eval_s = time.monotonic() - t1
+        model.save_pretrained(work, safe_serialization=True)
+        record = {
+            "preset": asdict(preset),
+            "digest": preset.digest(),
+            "accuracy": {str(k): v for k, v in accuracy.items()},
+            "final_loss": loss_ema,
+            "sft_seconds": round(sft_s, 1),
+            "eval_seconds": round(eval_s, 1),
+            "threads": threads,
+            "torch": torch.__version__,
+        }
+        (work / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+        return record
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(record: dict[str, Any], preset: TinyPreset) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"tiny policy greedy accuracy ({preset.eval_per_level} test problems per level)")
+    table.add_column("steps", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("role")
+    for level, acc in record["accuracy"].items():
+        s = int(level)
+        role = "sft" if s in preset.sft_steps else "rl" if s in preset.rl_steps else "eval"
+        table.add_row(level, f"{acc:.3f}", role)
+    Console().print(table)
+    print(
+        f"sft {record['sft_seconds']}s on {record['threads']} threads, eval {record['eval_seconds']}s, "
+        f"final loss {record['final_loss']:.4f}"
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="which recipe (default: tiny)")
+    p.add_argument("--out", type=Path, help="write the policy here instead of the cache")
+    p.add_argument("--cache-dir", type=Path, help="cache root (default: $SGPO_CACHE_DIR or ~/.cache/sgpo)")
+    p.add_argument("--force", action="store_true", help="pretrain again even if the cache has this preset")
+    p.add_argument("--seed", type=int, help="override the preset's seed (a different cache entry)")
+    p.add_argument("--iters", type=int, help="override the preset's SFT iterations (a different cache entry)")
+    p.add_argument("--eval-per-level", type=int, help="override the test problems per level of the table")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores, at most 8)")
+    p.add_argument("--export-data", type=Path, help="also write the task's train/test JSONL splits here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    preset = PRESETS[args.preset]
+    if args.seed is not None:
+        preset = replace(preset, seed=args.seed)
+    if args.iters is not None:
+        if args.iters < 1:
+            print(f"error: --iters must be >= 1; got {args.iters}", file=sys.stderr)
+            return 2
+        preset = replace(preset, sft_iters=args.iters)
+    if args.eval_per_level is not None:
+        if args.eval_per_level < 1:
+            print(f"error: --eval-per-level must be >= 1; got {args.eval_per_level}", file=sys.stderr)
+            return 2
+        preset = replace(preset, eval_per_level=args.eval_per_level)
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads must be >= 1; got {args.threads}", file=sys.stderr)
+        return 2
+    target = args.out or policy_dir(preset, args.cache_dir)
+    if (target / "pretrain.json").is_file() and not args.force:
+        record = json.loads((target / "pretrain.json").read_text())
+        print(f"cached: {target}")
+    else:
+        record = pretrain(preset, target, progress=not args.no_progress, threads=args.threads)
+        print(f"wrote {target}")
+    print_table(record, preset)
+    if args.export_data:
+        from sgpo.tasks.arith import write_splits
+
+        paths = write_splits(
+            args.export_data,
+            preset.sft_steps,
+            preset.eval_steps,
+            10_000,
+            preset.eval_per_level,
+            preset.seed,
+            preset.task,
+        )
+        print(f"data: {paths['train']} {paths['test']}")
+    return 0
