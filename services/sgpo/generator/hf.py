@@ -309,7 +309,7 @@ class HFEngine:
         ids, mask = ids.to(dev), mask.to(dev)
         # Positions count real tokens only (as in compute_token_logprobs), so left padding shifts nothing.
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=model.config)
+        cache = _growing_cache(model, DynamicCache)
         # transformers 5 renamed `past_key_values` to `cache`; the cache object is updated in place either way.
         kw = {self._cache_kw: cache, "use_cache": True}
         with torch.inference_mode():
@@ -429,3 +429,52 @@ def _tied_names(model: Any) -> set[str]:
         else:
             seen[id(p)] = name
     return tied
+
+
+def _growing_cache(model: Any, cache_cls: Any) -> Any:
+    """A DynamicCache whose layers append into doubling buffers; a plain one where the layout differs."""
+    from transformers import cache_utils
+
+    cache = cache_cls(config=model.config)
+    layer_cls = getattr(cache_utils, "DynamicLayer", None)
+    layers = getattr(cache, "layers", None)
+    if layer_cls is None or not layers or any(type(layer) is not layer_cls for layer in layers):
+        return cache
+    grow = _growing_layer_class(layer_cls)
+    cache.layers = [grow() for _ in layers]
+    return cache
+
+
+_GROWING: dict[type, type] = {}
+
+
+def _growing_layer_class(base: type) -> type:
+    """DynamicLayer with amortised O(1) appends (its torch.cat per token made decoding quadratic in length)."""
+    if base in _GROWING:
+        return _GROWING[base]
+
+    class GrowingLayer(base):  # type: ignore[valid-type, misc]
+        _kbuf: Any = None
+        _vbuf: Any = None
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n = self.keys.shape[-2] if self.keys.numel() else 0
+            need = n + key_states.shape[-2]
+            buf = self._kbuf
+            stale = buf is None or (n and self.keys.data_ptr() != buf.data_ptr())
+            if stale or buf.shape[0] != key_states.shape[0] or need > buf.shape[-2]:
+                shape = (*key_states.shape[:-2], max(2 * need, 64), key_states.shape[-1])
+                kbuf, vbuf = key_states.new_empty(shape), value_states.new_empty(shape)
+                if n:  # carry what is cached (after a batch_select_indices, keys is a fresh tensor)
+                    kbuf[..., :n, :] = self.keys
+                    vbuf[..., :n, :] = self.values
+                self._kbuf, self._vbuf = kbuf, vbuf
+            self._kbuf[..., n:need, :] = key_states
+            self._vbuf[..., n:need, :] = value_states
+            self.keys, self.values = self._kbuf[..., :need, :], self._vbuf[..., :need, :]
+            return self.keys, self.values
+
+    _GROWING[base] = GrowingLayer
+    return GrowingLayer
