@@ -2,6 +2,9 @@
 
 One run learns (held-out accuracy rises, colored groups occur); another survives kill -9 of the generator,
 the trainer and the judge mid-run with no group lost or trained twice and no process left behind.
+
+Both are `slow` until the tiny preset's RL recipe is tuned on an uncontended machine (issue 7): each needs the
+pretrained tiny policy and several minutes of CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import redis
 
 from tests.support import sgpo_cmd
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def run_train(
