@@ -74,33 +74,22 @@ def _batches(
             yield ids, mask, labels
 
 
-def greedy_accuracy(
-    model: Any, tokenizer: Any, problems: Sequence[ArithProblem], batch_size: int = 256
-) -> dict[int, float]:
-    """Greedy accuracy per difficulty level (exact final answer)."""
-    import torch
+def greedy_accuracy(engine: Any, problems: Sequence[ArithProblem]) -> dict[int, float]:
+    """Greedy accuracy per difficulty level (exact final answer), sampled by a generator engine."""
+    from sgpo.generator.sampling import SamplingParams
 
     by_level: dict[int, list[ArithProblem]] = {}
     for p in problems:
         by_level.setdefault(p.steps, []).append(p)
     out: dict[int, float] = {}
-    model.eval()
     for level, items in sorted(by_level.items()):
-        correct = 0
-        for i in range(0, len(items), batch_size):
-            chunk = items[i : i + batch_size]
-            enc = tokenizer([format_prompt(p.problem) for p in chunk], return_tensors="pt", padding=True)
-            budget = max(len(p.solution) for p in chunk) + 24
-            with torch.no_grad():
-                gen = model.generate(
-                    **enc,
-                    max_new_tokens=budget,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            correct += sum(extract_answer(t) == p.answer for t, p in zip(texts, chunk, strict=True))
+        budget = max(len(p.solution) for p in items) + 24
+        results = engine.generate(
+            [format_prompt(p.problem) for p in items], SamplingParams(n=1, temperature=0.0, max_tokens=budget)
+        )
+        correct = sum(
+            extract_answer(r.completions[0].text) == p.answer for r, p in zip(results, items, strict=True)
+        )
         out[level] = correct / len(items)
     return out
 
@@ -126,8 +115,16 @@ def pretrain(
         model = AutoModelForCausalLM.from_pretrained(work, dtype=torch.float32)
         torch.manual_seed(preset.seed)
         test = eval_problems(preset)
-        stream = iter_problems(preset.sft_steps, preset.seed, preset.task, exclude={p.problem for p in test})
-        batches = _batches(stream, tokenizer, preset.batch_size)
+        banned = {p.problem for p in test}
+        phases = [
+            (
+                ph.iters,
+                _batches(
+                    iter_problems(ph.steps, preset.seed, preset.task, banned), tokenizer, preset.batch_size
+                ),
+            )
+            for ph in preset.sft_phases
+        ]
         decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
         opt = torch.optim.AdamW(
@@ -139,14 +136,18 @@ def pretrain(
             betas=(0.9, 0.98),
         )
 
-        def lr_at(it: int) -> float:
+        total = preset.sft_iters
+        decay_from = total - int(preset.decay_frac * total)
+
+        def lr_at(it: int) -> float:  # warmup, constant, linear decay to 10% (a fixed budget's schedule)
             if it < preset.warmup_iters:
                 return preset.lr * (it + 1) / preset.warmup_iters
-            frac = (it - preset.warmup_iters) / max(1, preset.sft_iters - preset.warmup_iters)
-            return preset.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            if it < decay_from:
+                return preset.lr
+            return preset.lr * (1 - 0.9 * (it - decay_from) / max(1, total - decay_from))
 
         model.train()
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()
         loss_ema = float("nan")
         with Progress(
             TextColumn("[bold]pretrain {task.fields[preset]}"),
@@ -157,8 +158,9 @@ def pretrain(
             console=console,
             disable=not progress,
         ) as bar:
-            task = bar.add_task("sft", total=preset.sft_iters, preset=preset.name, loss=float("nan"))
-            for it in range(preset.sft_iters):
+            task = bar.add_task("sft", total=total, preset=preset.name, loss=float("nan"))
+            schedule = [batches for iters, batches in phases for _ in range(iters)]
+            for it, batches in enumerate(schedule):
                 ids, mask, labels = next(batches)
                 for g in opt.param_groups:
                     g["lr"] = lr_at(it)
@@ -167,20 +169,28 @@ def pretrain(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                value = float(loss)
+                value = float(loss.detach())
                 loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
                 bar.update(task, advance=1, loss=loss_ema)
-        sft_s = time.monotonic() - t0
-        t1 = time.monotonic()
-        accuracy = greedy_accuracy(model, tokenizer, test)
-        eval_s = time.monotonic() - t1
+        sft_s, sft_cpu_s = time.monotonic() - t0, time.process_time() - c0
         model.save_pretrained(work, safe_serialization=True)
+        t1 = time.monotonic()
+        from sgpo.generator.hf import HFEngine
+
+        engine = HFEngine(str(work), device="cpu", dtype="float32", max_batch_size=256, batch_wait_s=0.0)
+        try:
+            accuracy = greedy_accuracy(engine, test)
+        finally:
+            engine.close()
+        eval_s = time.monotonic() - t1
         record = {
             "preset": asdict(preset),
             "digest": preset.digest(),
             "accuracy": {str(k): v for k, v in accuracy.items()},
             "final_loss": loss_ema,
             "sft_seconds": round(sft_s, 1),
+            "sft_cpu_seconds": round(sft_cpu_s, 1),
+            "load_average": list(os.getloadavg()),
             "eval_seconds": round(eval_s, 1),
             "threads": threads,
             "torch": torch.__version__,
@@ -209,7 +219,8 @@ def print_table(record: dict[str, Any], preset: TinyPreset) -> None:
         table.add_row(level, f"{acc:.3f}", role)
     Console().print(table)
     print(
-        f"sft {record['sft_seconds']}s on {record['threads']} threads, eval {record['eval_seconds']}s, "
+        f"sft {record['sft_seconds']}s wall ({record.get('sft_cpu_seconds', '?')}s cpu) on {record['threads']} "
+        f"threads, eval {record['eval_seconds']}s, "
         f"final loss {record['final_loss']:.4f}"
     )
 
@@ -235,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         if args.iters < 1:
             print(f"error: --iters must be >= 1; got {args.iters}", file=sys.stderr)
             return 2
-        preset = replace(preset, sft_iters=args.iters)
+        preset = preset.with_iters(args.iters)
     if args.eval_per_level is not None:
         if args.eval_per_level < 1:
             print(f"error: --eval-per-level must be >= 1; got {args.eval_per_level}", file=sys.stderr)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import string
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from sgpo.tasks.arith import ArithSpec
@@ -38,19 +38,28 @@ class ModelShape:
 
 
 @dataclass(frozen=True)
+class SftPhase:
+    """`iters` optimizer steps on problems whose difficulty is drawn uniformly from `steps`."""
+
+    iters: int
+    steps: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class TinyPreset:
     """Everything that determines the pretrained tiny policy (its hash names the cache folder)."""
 
     name: str = "tiny"
     model: ModelShape = field(default_factory=ModelShape)
     task: ArithSpec = field(default_factory=ArithSpec)
-    sft_steps: tuple[int, ...] = (1, 2, 3, 4)
-    """Difficulty levels (number of steps) the policy is fine-tuned on."""
-    sft_iters: int = 1500
-    """Optimizer steps of supervised fine-tuning."""
-    batch_size: int = 128
-    lr: float = 2e-3
-    warmup_iters: int = 50
+    sft_phases: tuple[SftPhase, ...] = (SftPhase(250, (1, 2)), SftPhase(750, (1, 2, 3, 4)))
+    """The SFT curriculum. Short chains first: copying numbers out of the prompt is learned in a sudden
+    transition that comes sooner on short problems; longer chains then give more arithmetic per token."""
+    batch_size: int = 64
+    lr: float = 3e-3
+    """Peak learning rate: linear warmup, constant, then linear decay to 10% over the last `decay_frac`."""
+    warmup_iters: int = 30
+    decay_frac: float = 0.2
     weight_decay: float = 0.01
     seed: int = 0
     rl_steps: tuple[int, ...] = (5, 6)
@@ -59,6 +68,21 @@ class TinyPreset:
     """Levels of the accuracy table printed after pretraining (and used by RL evaluation)."""
     eval_per_level: int = 200
     """Test problems per level in the accuracy table."""
+
+    @property
+    def sft_steps(self) -> tuple[int, ...]:
+        """Every difficulty level seen in SFT."""
+        return tuple(sorted({s for ph in self.sft_phases for s in ph.steps}))
+
+    @property
+    def sft_iters(self) -> int:
+        return sum(ph.iters for ph in self.sft_phases)
+
+    def with_iters(self, total: int) -> TinyPreset:
+        """The same curriculum scaled to `total` optimizer steps (each phase keeps its share, at least 1)."""
+        scale = total / self.sft_iters
+        phases = tuple(SftPhase(max(1, round(ph.iters * scale)), ph.steps) for ph in self.sft_phases)
+        return replace(self, sft_phases=phases, warmup_iters=min(self.warmup_iters, max(1, total // 10)))
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]

@@ -13,7 +13,7 @@ from sgpo.tasks.pretrain import pretrain
 from sgpo.tasks.tiny import TINY_PRESET, ensure_tiny_policy, policy_dir
 from tests.support import sgpo_cmd
 
-SMALL = replace(TINY_PRESET, sft_iters=3, batch_size=8, warmup_iters=1, eval_steps=(1, 2), eval_per_level=3)
+SMALL = replace(TINY_PRESET.with_iters(3), batch_size=8, eval_steps=(1, 2), eval_per_level=3)
 
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:

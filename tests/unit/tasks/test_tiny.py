@@ -50,10 +50,17 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path: Path) -> None:
 
 
 def test_policy_dir_is_keyed_by_preset_hash(tmp_path: Path) -> None:
-    other = TinyPreset(sft_iters=TINY_PRESET.sft_iters + 1)
+    other = TINY_PRESET.with_iters(TINY_PRESET.sft_iters + 1)
     assert policy_dir(TINY_PRESET, tmp_path) == policy_dir(TinyPreset(), tmp_path)
     assert policy_dir(other, tmp_path) != policy_dir(TINY_PRESET, tmp_path)
     assert policy_dir(TINY_PRESET, tmp_path).parent.parent == tmp_path
+
+
+def test_with_iters_scales_the_curriculum() -> None:
+    small = TINY_PRESET.with_iters(10)
+    assert small.sft_iters == 10
+    assert [ph.steps for ph in small.sft_phases] == [ph.steps for ph in TINY_PRESET.sft_phases]
+    assert small.sft_steps == TINY_PRESET.sft_steps
 
 
 def test_presets_rl_levels_lie_past_the_sft_range() -> None:
