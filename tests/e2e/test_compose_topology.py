@@ -10,14 +10,13 @@ order, each gate checked the compose way (`service_healthy`: the service's own h
 file's own knob) must complete through them: the trainer exits 0 after checkpointing and publishing weights.
 
 Not run: Redis (this machine's), Prometheus and Grafana (third-party images; their files are validated in
-tests/integration/test_deploy_*.py). The tiny policy is copied into the volume first, so the one-shot
-`policy-init` finds it cached (pretraining it takes minutes) and only writes the RL data.
+tests/integration/test_deploy_*.py). A one-iteration tiny policy is written into the volume first, so the
+one-shot `policy-init` finds it cached (the full pretraining takes many minutes) and only writes the RL data.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import signal
 import subprocess
 import time
@@ -126,7 +125,10 @@ def test_cpu_profile_trains_through_the_compose_wiring(
     missing = _missing_modules()
     if missing:
         pytest.skip(f"services not written yet: {', '.join(missing)}")
-    from sgpo.tasks.tiny import ensure_tiny_policy
+    from dataclasses import replace
+
+    from sgpo.tasks.pretrain import pretrain
+    from sgpo.tasks.tiny import TINY_PRESET
 
     run_id = redis_prefix  # its Redis keys are deleted after the test
     resolved = resolve_compose(["cpu"], env=compose_env(SGPO_RUN_ID=run_id, SGPO_TRAIN_STEPS=str(STEPS)))
@@ -141,7 +143,9 @@ def test_cpu_profile_trains_through_the_compose_wiring(
     mapping = LocalMapping(resolved, tmp_path / "compose", redis_url)
 
     data = tmp_path / "compose" / "volumes" / "sgpo-data"
-    shutil.copytree(ensure_tiny_policy(progress=False), data / "policy")
+    # The wiring is under test, not the policy: a one-iteration run of the real pretraining code writes a
+    # complete policy folder (with pretrain.json) in seconds, and policy-init then finds it cached.
+    pretrain(replace(TINY_PRESET.with_iters(1), eval_per_level=1), data / "policy", progress=False)
 
     topo = Topology(mapping, tmp_path)
     order = _start_order(services)

@@ -7,6 +7,7 @@ defaults. Unknown keys are rejected everywhere.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -83,6 +84,22 @@ def read_config_file(path: Path | str, known_sections: set[str]) -> dict[str, An
     return doc
 
 
+def _check_env_names(cls: type[ServiceConfig]) -> None:
+    """pydantic-settings ignores env vars that name no field; a typo there would silently keep a default."""
+    prefix = f"SGPO_{cls.service.upper()}__"
+    known = {name.upper() for name in cls.model_fields}
+    unknown = sorted(
+        k
+        for k in os.environ
+        if k.upper().startswith(prefix) and k[len(prefix) :].split("__")[0].upper() not in known
+    )
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.service} setting(s) in the environment: {unknown}; "
+            f"{cls.service} fields are {sorted(cls.model_fields)}"
+        )
+
+
 def load_config(
     cls: type[C], path: Path | str | None = None, known_sections: set[str] | None = None, **overrides: Any
 ) -> C:
@@ -96,6 +113,7 @@ def load_config(
         data = dict(section)
         if "algo" in cls.model_fields and "algo" in doc and "algo" not in data:
             data["algo"] = doc["algo"]
+    _check_env_names(cls)
     token = _FILE_DATA.set(data)
     try:
         return cls(**overrides)

@@ -59,3 +59,12 @@ def test_invalid_value_says_what_was_given(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SGPO_DEMO__PORT", "99999")
     with pytest.raises(ConfigError, match=r"port: .*given '99999'"):
         load_config(DemoConfig)
+
+
+def test_misspelled_env_var_is_an_error_not_a_silent_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SGPO_DEMO__WORKRS", "9")
+    with pytest.raises(ConfigError, match=r"SGPO_DEMO__WORKRS.*demo fields are \[.*'workers'"):
+        load_config(DemoConfig)
+    monkeypatch.delenv("SGPO_DEMO__WORKRS")
+    monkeypatch.setenv("SGPO_DEMO__ALGO__BETA", "2.0")  # a nested field under a known one is fine
+    assert load_config(DemoConfig).algo.beta == 2.0
