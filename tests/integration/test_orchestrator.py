@@ -65,9 +65,8 @@ def config(
         verifier_target=services["verifier"].target,
         judge_target=services["judge"].target,
         prompts_per_request=3,
-        algo={"group_size": G},
         sampling={"max_tokens": 24},
-        **kw,
+        **{"algo": {"group_size": G}, **kw},
     )
 
 

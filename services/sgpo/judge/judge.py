@@ -62,16 +62,40 @@ class Judge:
                 f"items: {len(items)} responses in one request; at most {self.max_items} are accepted "
                 "(split the batch or raise max_items in [judge])"
             )
-        split = [self._split(i, item) for i, item in enumerate(items)]
-        located = self.locator.locate(
-            problem, reference_solution, [[s.text for s in steps] for steps in split]
-        )
-        if len(located) != len(items):  # a backend bug must not shift judgements onto the wrong responses
-            raise RuntimeError(f"backend {self.name} answered {len(located)} of {len(items)} responses")
-        return [
-            self._judgement(item, steps, loc, params)
-            for item, steps, loc in zip(items, split, located, strict=True)
+        # An empty response (a policy that emitted only EOS or whitespace) is a wrong answer with no correct
+        # prefix: rts 0, judged without the backend, so one empty sample never fails its group's coloring.
+        empty = [not item.steps and not item.response.strip() for item in items]
+        split = [
+            [] if e else self._split(i, item) for i, (item, e) in enumerate(zip(items, empty, strict=True))
         ]
+        asked = [k for k, e in enumerate(empty) if not e]
+        located = (
+            self.locator.locate(problem, reference_solution, [[s.text for s in split[k]] for k in asked])
+            if asked
+            else []
+        )
+        if len(located) != len(asked):  # a backend bug must not shift judgements onto the wrong responses
+            raise RuntimeError(f"backend {self.name} answered {len(located)} of {len(asked)} responses")
+        by_item = dict(zip(asked, located, strict=True))
+        return [
+            self._empty_judgement(params)
+            if k not in by_item
+            else self._judgement(items[k], split[k], by_item[k], params)
+            for k in range(len(items))
+        ]
+
+    def _empty_judgement(self, params: ColoringParams) -> StepJudgement:
+        self._count(self.name, "empty_response", 0, 0.0)
+        reward = compute_colored_reward(0.0, beta=params.beta, gamma=params.gamma, r_max=params.r_max)
+        return StepJudgement(
+            status="ok",
+            steps=(),
+            first_error_step=0,
+            rts=0.0,
+            reward=reward,
+            reason="empty response: nothing precedes the first error",
+            backend=self.name,
+        )
 
     def _split(self, i: int, item: JudgeItem) -> list[Step]:
         """The steps; their spans index `response` (0, 0 for pre-split steps, which have no response)."""
@@ -109,10 +133,12 @@ class Judge:
     def _check_offsets(field: str, item: JudgeItem) -> None:
         offsets, n = item.token_char_starts, len(item.response)
         for k, pos in enumerate(offsets):
-            if not 0 <= pos < n:
+            if (
+                not 0 <= pos <= n
+            ):  # == n: a token that adds no text (EOS, a stop string's tail) starts at the end
                 raise InvalidInputError(
                     f"{field}.token_char_starts[{k}]",
-                    f"must be a character offset in [0, {n - 1}] of the response; got {pos}",
+                    f"must be a character offset in [0, {n}] of the response; got {pos}",
                 )
             if k and pos < offsets[k - 1]:
                 raise InvalidInputError(

@@ -84,6 +84,7 @@ class Orchestrator:
         self.stop = threading.Event()
         self.judge_all_wrong = judge_all_wrong
         self.current_version = current_version
+        stats_path = stats_path or cfg.stats_path
         self._stats_file = stats_path.open("a", encoding="utf-8") if stats_path else None
         self._stats_lock = threading.Lock()
 
@@ -145,7 +146,9 @@ class Orchestrator:
 
         return judge
 
-    def process_chunk(self, chunk: list[tuple[int, Prompt]], chunk_index: int = 0) -> list[Group]:
+    def process_chunk(
+        self, chunk: list[tuple[int, Prompt]], chunk_index: int = 0
+    ) -> list[tuple[Group, bool]]:
         """Generate, verify, judge and score one chunk of prompts; the groups to enqueue."""
         assert self.clients is not None
         cfg = self.cfg
@@ -203,7 +206,8 @@ class Orchestrator:
             self.metrics.groups.labels("failed").inc(len(prompts))
             self.stats.count("failed", len(prompts))
             return []
-        groups, offset = [], 0
+        groups: list[tuple[Group, bool]] = []
+        offset = 0
         for prompt, text, result in zip(prompts, texts, gen.results, strict=True):
             n = len(result.completions)
             if n < 2:
@@ -229,19 +233,22 @@ class Orchestrator:
                 timings={"generate": t_gen, "verify": t_ver},
                 judge_all_wrong=self.judge_all_wrong,
             )
-            if uncolorable:
+            if uncolorable and group is None:  # dropped anyway; an enqueued one is counted in _emit
                 self.metrics.groups.labels("uncolorable").inc()
                 self.stats.count("uncolorable")
             if group is None:
                 self.metrics.groups.labels(dropped or "filtered").inc()
                 self.stats.count(dropped or "filtered")
                 continue
-            groups.append(group)
+            groups.append((group, uncolorable))
         return groups
 
-    def _emit(self, group: Group) -> None:
+    def _emit(self, group: Group, uncolorable: bool = False) -> None:
         self.sink.put(group)
         m = self.metrics
+        if uncolorable:
+            m.groups.labels("uncolorable").inc()
+            self.stats.count("uncolorable")
         m.groups.labels(group.kind).inc()
         self.stats.count(group.kind)
         if group.colored:
@@ -283,7 +290,7 @@ class Orchestrator:
         cfg = self.cfg
         assert cfg.dataset is not None
         stream = iterate_epochs(load_prompts(cfg.dataset), cfg.epochs, cfg.shuffle, cfg.seed)
-        inflight: dict[Future[list[Group]], int] = {}
+        inflight: dict[Future[list[tuple[Group, bool]]], int] = {}
 
         def drain(block: bool) -> None:
             done, _ = (
@@ -293,9 +300,9 @@ class Orchestrator:
             )
             for f in done:
                 inflight.pop(f)
-                for g in f.result():
+                for g, uncolorable in f.result():
                     if not self._limit_reached():
-                        self._emit(g)
+                        self._emit(g, uncolorable)
 
         with ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="rollout") as pool:
             for chunk_index, chunk in enumerate(chunked(stream, cfg.prompts_per_request)):
@@ -327,9 +334,6 @@ class Orchestrator:
                     return self.stats
                 self.pacer.wait(self.stats.enqueued + 1, self.stop)
                 group, uncolorable = score(recorded, cfg.algo)
-                if uncolorable:
-                    self.metrics.groups.labels("uncolorable").inc()
-                    self.stats.count("uncolorable")
                 if cfg.algo.uses_dynamic_sampling and not keep_for_dynamic_sampling(
                     [v.status for v in group.verdicts]
                 ):
@@ -337,6 +341,8 @@ class Orchestrator:
                     self.stats.count("filtered")
                     continue
                 # A new id per epoch: the queue dedupes by id, and each epoch is a new use of the sample.
-                self._emit(replace(group, group_id=f"{recorded.group_id}-e{epoch}", run_id=cfg.run_id))
+                self._emit(
+                    replace(group, group_id=f"{recorded.group_id}-e{epoch}", run_id=cfg.run_id), uncolorable
+                )
             epoch += 1
         return self.stats

@@ -7,6 +7,7 @@ import pytest
 from sgpo.judge.batch import RowError, judge_row, parse_row
 from sgpo.judge.config import JudgeConfig
 from sgpo.judge.judge import build_judge
+from sgpo.judge.types import JudgeItem
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,6 @@ def test_malformed_rows(line: str, message: str) -> None:
     ("row", "message"),
     [
         ({"problem": "p", "steps": ["a", "  "]}, "line 3: steps[1]: is empty"),
-        ({"problem": "p", "response": " "}, "line 3: response: is empty"),
         ({"problem": "p", "response": "abc", "token_char_starts": [0, 9]}, "line 3: token_char_starts[1]"),
     ],
 )
@@ -54,3 +54,10 @@ def test_a_row_comes_back_with_its_judgement() -> None:
     out = judge_row(build_judge(JudgeConfig()), 1, row)
     assert out["id"] == 5 and out["first_error_step"] == 1 and out["judge_status"] == "ok"
     assert out["rts"] == pytest.approx(len("2 + 2 = 4") / len("2 + 2 = 44 * 3 = 13"))
+
+
+def test_an_empty_response_is_judged_wrong_from_the_start() -> None:
+    judge = build_judge(JudgeConfig())
+    [j] = judge.judge("Start with 7. Add 5.", "Step 1: 7 + 5 = 12\nAnswer: 12", [JudgeItem(response=" \n")])
+    assert (j.status, j.steps, j.first_error_step, j.rts) == ("ok", (), 0, 0.0)
+    assert 0.0 < j.reward < 0.5

@@ -74,8 +74,6 @@ def test_pre_split_steps(judge) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("item", "field"),
     [
-        (JudgeItem(), "items[0].response"),
-        (JudgeItem(response="   \n"), "items[0].response"),
         (JudgeItem(response="a", steps=("a",)), "items[0]"),
         (JudgeItem(steps=("ok", " ")), "items[0].steps[1]"),
         (JudgeItem(steps=("a",), token_char_starts=(0,)), "items[0].token_char_starts"),
