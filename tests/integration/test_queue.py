@@ -36,7 +36,7 @@ def test_competing_consumers_with_one_dying_process_every_group_exactly_once(
         nonlocal max_backlog
         for i in range(n):
             assert producer.wait_below_high_water(timeout=30)
-            max_backlog = max(max_backlog, producer.backlog())
+            max_backlog = max(max_backlog, producer.waiting())
             assert producer.put(make_group(f"g{i:03d}", size=2)).status == "queued"
 
     def consume(name: str, die_after: int | None) -> None:

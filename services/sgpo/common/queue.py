@@ -78,7 +78,7 @@ class QueueStats:
 
     @property
     def backlog(self) -> int:
-        """Groups queued and not yet acknowledged: what the high-water mark bounds."""
+        """Groups queued and not yet acknowledged (waiting, or held by a trainer until its next checkpoint)."""
         return self.lag + self.pending
 
 
@@ -198,11 +198,20 @@ class GroupQueue:
         """Groups queued and not yet acknowledged by the trainers' consumer group."""
         return self.stats().backlog
 
+    def waiting(self) -> int:
+        """Groups queued and not yet delivered to any trainer: what the high-water mark bounds.
+
+        Delivered but unacknowledged groups do not count: a trainer holds them until its next checkpoint
+        (`checkpoint_every` steps), so counting them would stall producers, and with them the trainer,
+        whenever `high_water` <= checkpoint_every x batch_groups.
+        """
+        return self.stats().lag
+
     def wait_below_high_water(self, timeout: float | None = None, poll_s: float = 0.1) -> bool:
-        """Block until the backlog is below `high_water` (True) or `timeout` seconds pass (False)."""
+        """Block until fewer than `high_water` groups wait for delivery (True) or `timeout` seconds pass."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self.backlog() < self.high_water:
+            if self.waiting() < self.high_water:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class QueuePacer:
-    """Backpressure (queue backlog below the high-water mark) and the staleness bound (max_policy_lag)."""
+    """Backpressure (groups waiting for the trainer below the high-water mark) and the staleness bound."""
 
     def __init__(
         self, queue: GroupQueue, batch_groups: int, max_policy_lag: int, poll_s: float = 0.2
@@ -42,7 +42,7 @@ class QueuePacer:
         )  # the trainer step that will consume these groups
         return (
             self.queue.read_policy_version() >= step - self.max_policy_lag
-            and self.queue.backlog() < self.queue.high_water
+            and self.queue.waiting() < self.queue.high_water
         )
 
     def wait(self, groups_ahead: int, stop: threading.Event) -> None:
