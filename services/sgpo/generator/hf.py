@@ -124,6 +124,7 @@ class HFEngine:
         )
         self._weights_lock = threading.Lock()
         self._update_lock = threading.Lock()
+        self._tok_lock = threading.Lock()
         self._rng = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
         self._pending: collections.deque[_Row] = collections.deque()
         self._cv = threading.Condition()
@@ -139,7 +140,8 @@ class HFEngine:
         return self._weights.version
 
     def count_tokens(self, text: str) -> int:
-        return len(encode_prompt(self.tokenizer, text))
+        with self._tok_lock:
+            return len(encode_prompt(self.tokenizer, text))
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -155,7 +157,8 @@ class HFEngine:
 
         validate_prompts(prompts)
         validate_sampling(params)
-        prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        with self._tok_lock:  # a fast tokenizer mutated from two threads raises 'Already borrowed'
+            prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
         for i, ids in enumerate(prompt_ids):
             if not ids:
                 raise InvalidInputError(f"prompts[{i}]", "tokenizes to no tokens")

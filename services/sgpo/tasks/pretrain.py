@@ -41,12 +41,25 @@ def eval_problems(preset: TinyPreset) -> list[ArithProblem]:
     return generate_split("test", preset.eval_steps, preset.eval_per_level, preset.seed, preset.task)
 
 
+def held_out(test: Sequence[ArithProblem], per_level: int) -> set[str]:
+    """Test problems SFT must not see: those of every level with more distinct problems than the test takes.
+
+    A level whose whole problem space fits in its test share (1 step from a start of 1..9: 126 problems) cannot
+    be held out; its row in the table then measures accuracy on problems SFT may also have drawn.
+    """
+    counts: dict[int, int] = {}
+    for p in test:
+        counts[p.steps] = counts.get(p.steps, 0) + 1
+    return {p.problem for p in test if counts[p.steps] >= per_level}
+
+
 def _batches(
-    problems: Iterator[ArithProblem], tokenizer: Any, batch_size: int, chunk: int = 8
+    problems: Iterator[ArithProblem], tokenizer: Any, batch_size: int, chunk: int = 1
 ) -> Iterator[tuple[Any, Any, Any]]:
     """(input_ids, attention_mask, labels) batches; loss only on the solution and <eos>.
 
-    Examples are drawn `chunk` batches at a time and grouped by length, so batches carry little padding.
+    With `chunk` > 1 examples are drawn `chunk` batches at a time and grouped by length (less padding), but
+    batches of one length are batches of one difficulty, and the tiny policy then learned markedly worse.
     """
     import torch
 
@@ -115,7 +128,7 @@ def pretrain(
         model = AutoModelForCausalLM.from_pretrained(work, dtype=torch.float32)
         torch.manual_seed(preset.seed)
         test = eval_problems(preset)
-        banned = {p.problem for p in test}
+        banned = held_out(test, preset.eval_per_level)
         phases = [
             (
                 ph.iters,

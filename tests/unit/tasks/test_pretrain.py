@@ -95,3 +95,15 @@ def test_full_recipe_meets_the_accuracy_table(tmp_path: Path) -> None:
     acc = {int(k): v for k, v in record["accuracy"].items()}
     assert acc[1] >= 0.9 and acc[2] >= 0.9, acc
     assert acc[max(TINY_PRESET.rl_steps)] <= 0.2, acc
+
+
+def test_held_out_skips_levels_too_small_to_hold_out() -> None:
+    from sgpo.tasks.arith import ArithSpec, generate_split
+    from sgpo.tasks.pretrain import held_out
+
+    spec = ArithSpec(start_max=9)
+    test = generate_split("test", (1, 2), 200, seed=0, spec=spec)
+    level1 = [p for p in test if p.steps == 1]
+    assert len(level1) == 126, "1 step from 1..9: 81 additions and 45 subtractions that stay >= 0"
+    banned = held_out(test, 200)
+    assert banned == {p.problem for p in test if p.steps == 2}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,11 @@ def test_with_iters_scales_the_curriculum() -> None:
     assert small.sft_steps == TINY_PRESET.sft_steps
 
 
-def test_presets_rl_levels_lie_past_the_sft_range() -> None:
-    assert min(TINY_PRESET.rl_steps) > max(TINY_PRESET.sft_steps)
+def test_presets_rl_levels_reach_past_the_sft_range() -> None:
+    assert max(TINY_PRESET.rl_steps) > max(TINY_PRESET.sft_steps)
     assert set(TINY_PRESET.rl_steps) <= set(TINY_PRESET.eval_steps)
+
+
+def test_rl_levels_do_not_change_the_cache_key() -> None:
+    assert replace(TINY_PRESET, rl_steps=(7,)).digest() == TINY_PRESET.digest()
+    assert replace(TINY_PRESET, eval_per_level=3).digest() != TINY_PRESET.digest()
