@@ -6,6 +6,7 @@ first errors, and turn them into rts and colored rewards with `sgpo.core` (never
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from sgpo.common.server import ResourceExhaustedError
@@ -23,6 +24,7 @@ from sgpo.judge.config import CascadeBackend, JudgeConfig, LlmBackend, PrmBacken
 from sgpo.judge.metrics import JudgeMetrics
 from sgpo.judge.types import ColoringParams, JudgeItem, Located, Locator
 
+log = logging.getLogger(__name__)
 CHARS_NOTE = "rts measured in characters (no token offsets given)"
 
 
@@ -223,8 +225,14 @@ def build_locator(
 
 def build_judge(cfg: JudgeConfig, metrics: JudgeMetrics | None = None) -> Judge:
     """The configured judge, usable in-process (no server needed)."""
+    locator = build_locator(cfg.backend, metrics)
+    if cfg.noise > 0:
+        from sgpo.judge.noise import NoisyLocator
+
+        log.warning("judge noise ablation on: %.0f%% of first errors are random steps", 100 * cfg.noise)
+        locator = NoisyLocator(locator, cfg.noise, cfg.noise_seed)
     return Judge(
-        build_locator(cfg.backend, metrics),
+        locator,
         coloring=ColoringParams.from_algo(cfg.algo),
         step_split=cfg.algo.step_split,
         max_items=cfg.max_items,
