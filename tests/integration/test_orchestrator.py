@@ -98,6 +98,20 @@ def test_orchestrator_enqueues_whole_scored_groups(
         assert abs(sum(g.advantages)) < 1e-6
     rows = [json.loads(line) for line in (tmp_path / "groups.jsonl").read_text().splitlines()]
     assert sorted(r["group_id"] for r in rows) == sorted(e.group.group_id for e in entries)
+    # The sampling budget: whole chunks (3 prompts x G), counted before their groups, never decreasing.
+    sampled = [r["sampled"] for r in rows]
+    assert sampled == sorted(sampled) and all(s % (3 * G) == 0 for s in sampled)
+    assert all(s >= (i + 1) * G for i, s in enumerate(sampled)) and stats.sampled >= sampled[-1]
+
+
+def test_dynamic_sampling_counts_the_completions_of_dropped_groups(
+    services: dict[str, ServiceProcess], dataset: Path, redis_prefix: str, redis_url: str
+) -> None:
+    cfg = config(dataset, services, redis_prefix, redis_url, epochs=1, algo={"group_size": G, "algo": "dapo"})
+    stats = Orchestrator(cfg, QueueSink(GroupQueue(redis_url, redis_prefix)), clients=clients(services)).run()
+    # A random policy solves nothing: DAPO drops every group, yet their completions were sampled.
+    assert stats.enqueued == 0 and stats.by_kind["filtered"] == 6
+    assert stats.sampled == 6 * G
 
 
 def test_judge_down_leaves_groups_uncolored_and_counted(

@@ -91,6 +91,7 @@ class Group:
     policy_version: int = 0
     algo: Algo = "sgpo"
     timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent on this group per service (a batched call's time split evenly among its groups)."""
     created_unix_ms: int = 0
 
     def __post_init__(self) -> None:

@@ -47,6 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--epochs", type=int, default=0, help="with --replay: passes over the file (0: until --steps)"
     )
+    p.add_argument(
+        "--max-sampled",
+        type=int,
+        help="stop at the first step whose groups cost this many sampled completions (dropped groups "
+        "included): equal sampling budgets for algorithms that drop groups (dapo)",
+    )
 
 
 def _raise_interrupt(*_: object) -> None:
@@ -186,6 +192,19 @@ class Monitor:
     def step(self) -> int:
         return int(self.steps[-1]["step"]) if self.steps else 0
 
+    def sampled_at(self, step: int, batch_groups: int) -> int | None:
+        """Completions sampled (dropped groups included) to make the groups trainer steps 1..`step` consumed.
+
+        The trainer reads the queue in order, so step s consumed the first s x batch_groups groups enqueued.
+        None when the orchestrator's log does not reach that far yet.
+        """
+        if step <= 0:
+            return 0
+        n = step * batch_groups
+        if len(self.groups) < n or "sampled" not in self.groups[n - 1]:
+            return None
+        return int(self.groups[n - 1]["sampled"])
+
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
@@ -199,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
     eval_every = args.eval_every or preset.eval_every
     if eval_every < 1:
         console.print(f"[red]error:[/] --eval-every must be >= 1; got {eval_every}")
+        return 2
+    if args.max_sampled is not None and args.max_sampled < 1:
+        console.print(f"[red]error:[/] --max-sampled must be >= 1; got {args.max_sampled}")
         return 2
     if args.replay is not None and not args.replay.is_file():
         console.print(f"[red]error:[/] --replay {args.replay} does not exist; record one with `sgpo record`")
@@ -227,6 +249,7 @@ class TrainRun:
         self.args, self.preset, self.steps, self.eval_every = args, preset, steps, eval_every
         self.run_dir, self.console = run_dir, console
         self.evals: list[dict[str, Any]] = []
+        self.monitor = Monitor(run_dir)
         self.redis: Any = None
         self.cluster: Any = None
 
@@ -328,6 +351,8 @@ class TrainRun:
                 doc["orchestrator"]["sampling"]["max_tokens"],
             )
         result["step"] = step
+        self.monitor.poll()
+        result["sampled"] = self.monitor.sampled_at(step, self.preset.batch_groups)
         self.evals.append(result)
         with (self.run_dir / "eval.jsonl").open("a") as f:
             f.write(json.dumps(result) + "\n")
@@ -347,8 +372,9 @@ class TrainRun:
 
         from sgpo.launch.plots import group_fractions
 
-        monitor = Monitor(self.run_dir)
+        monitor = self.monitor
         next_eval = self.eval_every
+        budget = self.args.max_sampled
         cols = [
             TextColumn("[bold]train"),
             BarColumn(),
@@ -388,6 +414,13 @@ class TrainRun:
                     not self.cluster.is_running("trainer")
                     and self.cluster.services["trainer"].proc.returncode == 0
                 ):
+                    break
+                spent = monitor.sampled_at(step, self.preset.batch_groups) if budget else None
+                if spent is not None and budget is not None and spent >= budget and step < self.steps:
+                    self.console.print(
+                        f"sampling budget reached: {spent} >= {budget} completions at step {step}"
+                    )
+                    self.cluster.stop_service("trainer")
                     break
                 if (
                     not self.cluster.is_running("orchestrator")
@@ -433,9 +466,13 @@ class TrainRun:
         for g in groups:
             kinds[g["kind"]] = kinds.get(g["kind"], 0) + 1
         colored = sum(bool(g["colored"]) for g in groups)
+        steps = max((s["step"] for s in read_jsonl(self.run_dir / "metrics.jsonl")), default=0)
+        self.monitor.poll()
         summary = {
             "interrupted": interrupted,
-            "steps": max((s["step"] for s in read_jsonl(self.run_dir / "metrics.jsonl")), default=0),
+            "steps": steps,
+            "sampled": self.monitor.sampled_at(steps, self.preset.batch_groups),
+            "sampled_total": max((int(g.get("sampled", 0)) for g in groups), default=0),
             "groups": len(groups),
             "group_kinds": kinds,
             "colored_groups": colored,

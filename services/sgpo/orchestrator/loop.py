@@ -49,6 +49,8 @@ class NoPacing:
 @dataclass
 class RunStats:
     enqueued: int = 0
+    sampled: int = 0
+    """Completions sampled (or read from a replay file) so far, kept or dropped: the run's sampling budget."""
     by_kind: dict[str, int] = field(default_factory=dict)
     failed_groups: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -87,6 +89,7 @@ class Orchestrator:
         stats_path = stats_path or cfg.stats_path
         self._stats_file = stats_path.open("a", encoding="utf-8") if stats_path else None
         self._stats_lock = threading.Lock()
+        self._sampled_by_chunk: dict[int, int] = {}
 
     # -- one chunk ---------------------------------------------------------------------------------------
     def _call(
@@ -176,6 +179,7 @@ class Orchestrator:
                 ),
             )
             t_gen = time.perf_counter() - t0
+            self._sampled_by_chunk[chunk_index] = sum(len(r.completions) for r in gen.results)
             if len(gen.results) != len(prompts):
                 raise ServiceCallError(
                     "generator", None, f"{len(gen.results)} results for {len(prompts)} prompts", 1
@@ -230,7 +234,8 @@ class Orchestrator:
                 judge,
                 cfg.algo,
                 run_id=cfg.run_id,
-                timings={"generate": t_gen, "verify": t_ver},
+                # Each group's share of its chunk's calls, so timings summed over groups are wall-clock seconds.
+                timings={"generate": t_gen / len(prompts), "verify": t_ver / len(prompts)},
                 judge_all_wrong=self.judge_all_wrong,
             )
             if uncolorable and group is None:  # dropped anyway; an enqueued one is counted in _emit
@@ -269,6 +274,7 @@ class Orchestrator:
                 "reward_mean": sum(group.rewards) / len(group.rewards),
                 "policy_version": group.policy_version,
                 "tokens": sum(len(c.token_ids) for c in group.completions),
+                "sampled": self.stats.sampled,
                 **{f"{k}_s": v for k, v in group.timings.items()},
             }
             with self._stats_lock:
@@ -291,6 +297,7 @@ class Orchestrator:
         assert cfg.dataset is not None
         stream = iterate_epochs(load_prompts(cfg.dataset), cfg.epochs, cfg.shuffle, cfg.seed)
         inflight: dict[Future[list[tuple[Group, bool]]], int] = {}
+        chunk_of: dict[Future[list[tuple[Group, bool]]], int] = {}
 
         def drain(block: bool) -> None:
             done, _ = (
@@ -300,7 +307,10 @@ class Orchestrator:
             )
             for f in done:
                 inflight.pop(f)
-                for g, uncolorable in f.result():
+                groups = f.result()
+                # A chunk's whole sampling cost counts before its first group, dropped groups included.
+                self.stats.sampled += self._sampled_by_chunk.pop(chunk_of.pop(f), 0)
+                for g, uncolorable in groups:
                     if not self._limit_reached():
                         self._emit(g, uncolorable)
 
@@ -316,7 +326,8 @@ class Orchestrator:
                 self.metrics.paused.set(0)
                 if self.stop.is_set():
                     break
-                inflight[pool.submit(self.process_chunk, chunk, chunk_index)] = len(chunk)
+                future = pool.submit(self.process_chunk, chunk, chunk_index)
+                inflight[future], chunk_of[future] = len(chunk), chunk_index
             while inflight:  # finish what is in flight: whole groups only
                 drain(block=True)
         log.info(
@@ -333,6 +344,7 @@ class Orchestrator:
                 if self.stop.is_set() or self._limit_reached():
                     return self.stats
                 self.pacer.wait(self.stats.enqueued + 1, self.stop)
+                self.stats.sampled += len(recorded.completions)
                 group, uncolorable = score(recorded, cfg.algo)
                 if cfg.algo.uses_dynamic_sampling and not keep_for_dynamic_sampling(
                     [v.status for v in group.verdicts]
