@@ -1,0 +1,768 @@
+"""`sgpo eval --model DIR`: a model's accuracy on math benchmarks, sampled by a generator engine in-process and
+scored by the verifier.
+
+For each benchmark (`sgpo.tasks.benchmarks`) every problem is rendered into a prompt, sampled k times by the
+`hf` or `vllm` engine (`sgpo.generator`), and every completion is scored by `MathVerifier` against the gold
+answer (`score_completions`, the one scoring path, which the gold-solution test exercises). The report is
+avg@k and unbiased pass@k (`sgpo.tasks.passk`), with unscorable verdicts and over-long prompts counted
+separately instead of silently as wrong: a table on screen, a JSON file (metrics, config, machine) and a JSONL
+of per-item records next to it. Both files are written at the end, through temp files and renames, so a
+crashed or interrupted run leaves nothing half-written.
+
+Prompts: the tiny policy (a folder with `pretrain.json`, or the tiny chat template) gets exactly
+`sgpo.tasks.arith.format_prompt(problem)`, what it was trained on; a model with a chat template gets it with
+the Qwen2.5-Math instruction as the system message; other models get the problem and the instruction as
+plain text. `--prompt-template` overrides with a string holding `{problem}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sgpo.tasks.benchmarks import (
+    BENCHMARKS,
+    BenchmarkDataError,
+    BenchmarkItem,
+    BenchmarkName,
+    default_data_dir,
+    load_benchmark,
+    parse_benchmarks,
+)
+from sgpo.tasks.passk import ProblemCounts, compute_benchmark_metrics
+
+HELP = "evaluate a model on math benchmarks (avg@k, pass@k) with a generator engine and the verifier"
+
+# Qwen2.5-Math's chain-of-thought instruction (its README and evaluation harness), as the system message.
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+PromptStyle = Literal["tiny", "chat", "plain", "custom"]
+PROMPT_STYLES: tuple[str, ...] = ("auto", "tiny", "chat", "plain")
+MODEL_ALIASES = ("tiny", "tiny-random")
+# Completion budgets when --max-tokens is not given: the tiny policy's longest solution is ~200 characters.
+DEFAULT_MAX_TOKENS: dict[str, int] = {"tiny": 256, "chat": 4096, "plain": 4096, "custom": 4096}
+# Prompts per generate call when --batch-size is not given, and calls in flight at once: hf batches one call at
+# a time; vLLM schedules everything in flight itself, so many small calls keep it full and the bar moving.
+DEFAULT_BATCH: dict[str, int] = {"hf": 64, "vllm": 64}
+CONCURRENT_CALLS: dict[str, int] = {"hf": 1, "vllm": 16}
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit status 2); the message says what was given and what is needed."""
+
+
+@dataclass
+class EvalOptions:
+    """The resolved command line: everything a run depends on (written into the result JSON)."""
+
+    model: str
+    model_path: Path
+    benchmarks: list[BenchmarkName]
+    k: int
+    pass_k: list[int]
+    temperature: float
+    top_p: float
+    max_tokens: int | None
+    limit: int | None
+    engine: Literal["hf", "vllm"]
+    device: str
+    dtype: str
+    batch_size: int
+    seed: int
+    out: Path
+    data_dir: Path
+    prompt_template: str
+    threads: int | None = None
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.85
+    verifier_workers: int = 2
+    verifier_deadline_s: float = 5.0
+    save_completions: bool = False
+    progress: bool = True
+
+    @property
+    def items_path(self) -> Path:
+        return items_path_for(self.out)
+
+
+def items_path_for(out: Path) -> Path:
+    """The per-item JSONL next to the result JSON: results.json -> results.items.jsonl."""
+    return out.with_name(f"{out.stem}.items.jsonl")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a local Hugging Face model folder (the tiny policy from `sgpo pretrain --out DIR`, a run "
+        "checkpoint such as runs/NAME/checkpoints/step-N, a downloaded model), or 'tiny' / 'tiny-random'",
+    )
+    p.add_argument(
+        "--benchmarks",
+        default="all",
+        help=f"comma-separated, from {', '.join(BENCHMARKS)}; or 'all' (default)",
+    )
+    p.add_argument("--k", type=int, default=4, help="samples per problem (default 4); avg@k averages them")
+    p.add_argument(
+        "--pass-k",
+        help="comma-separated k values for pass@k, each <= --k (default: 1 and --k)",
+    )
+    p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature, 0 = greedy (0.6)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1.0)")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        help="completion budget in tokens (default: 256 for the tiny policy, 4096 otherwise; "
+        "capped by the model's context)",
+    )
+    p.add_argument(
+        "--limit", type=int, help="only the first N problems of each benchmark (of each level for arith)"
+    )
+    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="generator engine (default hf)")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="hf engine device (default auto)"
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="weights dtype (auto: float32 on CPU, bfloat16 on GPU)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"prompts per generate call (default {DEFAULT_BATCH['hf']}; vllm keeps "
+        f"{CONCURRENT_CALLS['vllm']} calls in flight)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0): same seed, same samples")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="result JSON (default eval-results/<model>-<UTC time>.json); per-item records go to "
+        "<stem>.items.jsonl next to it",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help=f"the shared reference data folder (default {default_data_dir()})",
+    )
+    p.add_argument(
+        "--prompt-template",
+        default="auto",
+        help="auto (default: tiny policy -> its plain format, chat template -> chat with the \\boxed{} "
+        "instruction, else plain text), tiny, chat, plain, or a template string containing {problem}",
+    )
+    p.add_argument(
+        "--threads", type=int, help="torch CPU threads for the hf engine (default: torch's choice)"
+    )
+    p.add_argument("--max-model-len", type=int, help="cap the context length (prompt + completion)")
+    p.add_argument(
+        "--gpu-memory-utilization", type=float, default=0.85, help="vllm: fraction of GPU memory (0.85)"
+    )
+    p.add_argument(
+        "--verifier-workers",
+        type=int,
+        help="verifier worker processes for symbolic checks (default: CPU cores, at most 8)",
+    )
+    p.add_argument(
+        "--verifier-deadline-s", type=float, default=5.0, help="per-answer budget of a symbolic check (5)"
+    )
+    p.add_argument(
+        "--save-completions",
+        action="store_true",
+        help="also write every completion's text to the items JSONL",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _parse_ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} must be comma-separated integers like 1,4; got {text!r}") from None
+    if not values:
+        raise UsageError(f"{flag} is empty; give comma-separated integers like 1,4")
+    return values
+
+
+def resolve_model(model: str) -> Path:
+    """The model folder `model` names; a missing or incomplete folder is a UsageError saying what to give."""
+    if model in MODEL_ALIASES:
+        from sgpo.generator.engine import resolve_model as resolve_alias
+
+        return Path(resolve_alias(model))
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise UsageError(
+            f"--model {model} does not exist; give a local Hugging Face model folder (config.json, tokenizer, "
+            "safetensors): e.g. `sgpo pretrain --preset tiny --out DIR` writes one, a run writes "
+            "runs/NAME/checkpoints/step-N, and `huggingface-cli download ID --local-dir DIR` fetches a hub model"
+        )
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise UsageError(
+            f"--model {model} is not a Hugging Face model folder (no config.json in it); give the folder that "
+            "save_pretrained wrote"
+        )
+    return path
+
+
+def resolve_options(args: argparse.Namespace) -> EvalOptions:
+    """Check every option before anything is loaded or written; raises UsageError naming the flag."""
+    try:
+        benchmarks = parse_benchmarks(args.benchmarks)
+    except ValueError as e:
+        raise UsageError(f"--benchmarks: {e}") from None
+    if args.k < 1:
+        raise UsageError(f"--k must be >= 1 sample per problem; got {args.k}")
+    pass_k = sorted({1, args.k}) if args.pass_k is None else sorted(set(_parse_ints(args.pass_k, "--pass-k")))
+    bad = [k for k in pass_k if not 1 <= k <= args.k]
+    if bad:
+        raise UsageError(
+            f"--pass-k {','.join(map(str, bad))}: pass@k needs 1 <= k <= --k={args.k} samples per problem; "
+            f"raise --k to {max(bad)} or drop those values"
+        )
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise UsageError(f"--temperature must be >= 0 (0 = greedy); got {args.temperature}")
+    if not math.isfinite(args.top_p) or not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1]; got {args.top_p}")
+    for flag, value in (
+        ("--max-tokens", args.max_tokens),
+        ("--limit", args.limit),
+        ("--batch-size", args.batch_size),
+        ("--threads", args.threads),
+        ("--verifier-workers", args.verifier_workers),
+    ):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be >= 1; got {value}")
+    if args.max_model_len is not None and args.max_model_len < 16:
+        raise UsageError(f"--max-model-len must be >= 16 tokens; got {args.max_model_len}")
+    if not math.isfinite(args.verifier_deadline_s) or not 0 < args.verifier_deadline_s <= 600:
+        raise UsageError(f"--verifier-deadline-s must be in (0, 600] seconds; got {args.verifier_deadline_s}")
+    if not 0 < args.gpu_memory_utilization <= 1:
+        raise UsageError(f"--gpu-memory-utilization must be in (0, 1]; got {args.gpu_memory_utilization}")
+    if args.engine == "vllm" and args.device == "cpu":
+        raise UsageError("--engine vllm runs on GPUs; use --device cuda (or auto), or --engine hf on CPU")
+    template = args.prompt_template
+    if template not in PROMPT_STYLES and "{problem}" not in template:
+        raise UsageError(
+            f"--prompt-template must be one of {', '.join(PROMPT_STYLES)} or a string containing {{problem}}; "
+            f"got {template!r}"
+        )
+    # an alias ('tiny' may pretrain for minutes) is resolved in `run`, once the data has loaded
+    model_path = Path(args.model) if args.model in MODEL_ALIASES else resolve_model(args.model)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("eval-results") / f"{Path(args.model).name or 'model'}-{stamp}.json"
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'results.json'}")
+    if out.suffix != ".json":
+        raise UsageError(
+            f"--out {out} should end in .json (the per-item records go next to it as .items.jsonl)"
+        )
+    cpus = os.cpu_count() or 1
+    return EvalOptions(
+        model=args.model,
+        model_path=model_path,
+        benchmarks=benchmarks,
+        k=args.k,
+        pass_k=pass_k,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        limit=args.limit,
+        engine=args.engine,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size or DEFAULT_BATCH[args.engine],
+        seed=args.seed,
+        out=out,
+        data_dir=args.data_dir or default_data_dir(),
+        prompt_template=template,
+        threads=args.threads,
+        max_model_len=args.max_model_len,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        verifier_workers=args.verifier_workers or max(1, min(cpus, 8)),
+        verifier_deadline_s=args.verifier_deadline_s,
+        save_completions=args.save_completions,
+        progress=not args.no_progress,
+    )
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def is_tiny_policy(model_path: Path, tokenizer: Any = None) -> bool:
+    """The project's tiny policy: `sgpo pretrain` wrote pretrain.json, or (a run checkpoint of it, which
+    carries the tokenizer but not pretrain.json) the tokenizer has the tiny chat template."""
+    if (model_path / "pretrain.json").is_file():
+        return True
+    from sgpo.tasks.tiny import CHAT_TEMPLATE
+
+    return tokenizer is not None and getattr(tokenizer, "chat_template", None) == CHAT_TEMPLATE
+
+
+def prompt_style(template: str, model_path: Path, tokenizer: Any) -> PromptStyle:
+    """Which prompt format `--prompt-template` resolves to for this model."""
+    if template == "auto":
+        if is_tiny_policy(model_path, tokenizer):
+            return "tiny"
+        return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    if template in ("tiny", "chat", "plain"):
+        return template  # type: ignore[return-value]
+    return "custom"
+
+
+def build_prompter(
+    style: PromptStyle, template: str, render_chat: Callable[[list[dict[str, str]]], str]
+) -> Any:
+    """A function problem -> prompt text for `style`."""
+    if style == "tiny":
+        from sgpo.tasks.arith import format_prompt
+
+        return format_prompt
+    if style == "plain":
+        return lambda problem: f"{problem}\n{INSTRUCTION}\n"
+    if style == "custom":
+        return lambda problem: template.replace("{problem}", problem)
+
+    def chat(problem: str) -> str:
+        system = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": problem}]
+        try:
+            return render_chat(system)
+        except (
+            Exception
+        ):  # a template without a system role (Gemma, Mistral) raises: fold it into the user turn
+            return render_chat([{"role": "user", "content": f"{problem}\n{INSTRUCTION}"}])
+
+    return chat
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def score_completions(
+    verifier: Any, items: Sequence[BenchmarkItem], completions: Sequence[Sequence[str]]
+) -> list[list[Any]]:
+    """The verdict of every completion of every item against the item's gold answer (and tolerance).
+
+    The one scoring path of `sgpo eval`: the verifier extracts each completion's final answer (last box,
+    `#### N`, `Answer:` line, ...) and compares it with `item.answer`. Batched; split to the verifier's limit.
+    """
+    if len(items) != len(completions):
+        raise ValueError(f"one list of completions per item; got {len(completions)} for {len(items)} items")
+    pairs = [(it.answer, text) for it, texts in zip(items, completions, strict=True) for text in texts]
+    tolerances = [it.tolerance for it, texts in zip(items, completions, strict=True) for _ in texts]
+    limit = verifier.config.max_batch_items
+    verdicts: list[Any] = []
+    for start in range(0, len(pairs), limit):
+        verdicts += verifier.verify_batch(
+            pairs[start : start + limit], tolerances=tolerances[start : start + limit]
+        )
+    out, pos = [], 0
+    for texts in completions:
+        out.append(verdicts[pos : pos + len(texts)])
+        pos += len(texts)
+    return out
+
+
+# ---------------------------------------------------------------- one benchmark
+
+
+def _chunk_seed(seed: int, benchmark: str, start: int) -> int:
+    """A distinct, reproducible seed per generate call (engines derive per-prompt streams from it)."""
+    digest = hashlib.blake2b(f"{seed}:{benchmark}:{start}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 2
+
+
+@dataclass
+class BenchmarkRun:
+    """One benchmark's metrics (JSON-ready) and per-item records."""
+
+    metrics: dict[str, Any]
+    records: list[dict[str, Any]]
+
+
+def _metrics(records: Sequence[dict[str, Any]], k: int, pass_k: Sequence[int]) -> dict[str, Any]:
+    counts = [ProblemCounts(k, r["correct"], r["unscorable"]) for r in records]
+    out: dict[str, Any] = dict(compute_benchmark_metrics(counts, pass_k))
+    out["prompt_too_long"] = sum(r["prompt_too_long"] for r in records)
+    sampled = [r for r in records if not r["prompt_too_long"]]
+    lengths = [t for r in sampled for t in r["completion_tokens"]]
+    out["truncated_rate"] = (
+        sum(f == "length" for r in sampled for f in r["finish_reasons"]) / len(lengths) if lengths else 0.0
+    )
+    out["mean_completion_tokens"] = sum(lengths) / len(lengths) if lengths else 0.0
+    return out
+
+
+def evaluate_benchmark(
+    name: str,
+    items: Sequence[BenchmarkItem],
+    engine: Any,
+    verifier: Any,
+    prompter: Callable[[str], str],
+    opts: EvalOptions,
+    max_tokens: int,
+    on_generated: Callable[[int], None] = lambda n: None,
+) -> BenchmarkRun:
+    """Sample `opts.k` completions of every item with `engine`, score them, and summarize.
+
+    A prompt that does not fit the model's context is not sampled: its k samples count as not correct, and
+    the item and the metrics say `prompt_too_long`. Generation and verification overlap: a finished chunk is
+    verified while the next one is sampled.
+    """
+    from sgpo.generator.sampling import SamplingParams
+
+    t0 = time.perf_counter()
+    prompts = [prompter(it.problem) for it in items]
+    fits = [engine.count_tokens(p) < engine.max_model_len for p in prompts]
+    on_generated(sum(not f for f in fits))
+    todo = [i for i, f in enumerate(fits) if f]
+    chunks = [todo[s : s + opts.batch_size] for s in range(0, len(todo), opts.batch_size)]
+    results: dict[int, Any] = {}
+    verdicts: dict[int, list[Any]] = {}
+
+    def sample(chunk: list[int]) -> list[Any]:
+        params = SamplingParams(
+            n=opts.k,
+            temperature=opts.temperature,
+            top_p=opts.top_p,
+            max_tokens=max_tokens,
+            seed=_chunk_seed(opts.seed, name, chunk[0]),
+        )
+        return list(engine.generate([prompts[i] for i in chunk], params))
+
+    def verify(chunk: list[int], outs: list[Any]) -> list[list[Any]]:
+        texts = [[c.text for c in out.completions] for out in outs]
+        return score_completions(verifier, [items[i] for i in chunk], texts)
+
+    gen_futures: dict[Future[list[Any]], list[int]] = {}
+    ver_futures: list[tuple[list[int], Future[list[list[Any]]]]] = []
+    with (
+        ThreadPoolExecutor(CONCURRENT_CALLS.get(opts.engine, 1), thread_name_prefix="eval-gen") as gen_pool,
+        ThreadPoolExecutor(1, thread_name_prefix="eval-verify") as ver_pool,
+    ):
+        try:
+            gen_futures = {gen_pool.submit(sample, chunk): chunk for chunk in chunks}
+            for fut in as_completed(gen_futures):
+                chunk, outs = gen_futures[fut], fut.result()
+                for i, out in zip(chunk, outs, strict=True):
+                    results[i] = out
+                ver_futures.append((chunk, ver_pool.submit(verify, chunk, outs)))
+                on_generated(len(chunk))
+            for chunk, vfut in ver_futures:
+                for i, vs in zip(chunk, vfut.result(), strict=True):
+                    verdicts[i] = vs
+        except BaseException:
+            for f in [*gen_futures, *(v for _, v in ver_futures)]:
+                f.cancel()
+            raise
+
+    records = []
+    for i, it in enumerate(items):
+        rec: dict[str, Any] = {
+            "benchmark": name,
+            "id": it.id,
+            "level": it.level,
+            "subject": it.subject,
+            "gold": it.answer,
+        }
+        if it.tolerance is not None:
+            rec["tolerance"] = it.tolerance
+        if it.unit:
+            rec["unit"] = it.unit
+        if i in results:
+            comps, vs = results[i].completions, verdicts[i]
+            rec.update(
+                prompt_too_long=False,
+                correct=sum(v.status == "correct" for v in vs),
+                unscorable=sum(v.status == "unscorable" for v in vs),
+                extracted=[v.extracted for v in vs],
+                verdicts=[v.status for v in vs],
+                reasons=[v.reason for v in vs],
+                finish_reasons=[c.finish_reason for c in comps],
+                completion_tokens=[len(c.token_ids) for c in comps],
+            )
+            if opts.save_completions:
+                rec["completions"] = [c.text for c in comps]
+        else:
+            rec.update(
+                prompt_too_long=True,
+                correct=0,
+                unscorable=0,
+                extracted=[],
+                verdicts=[],
+                reasons=[f"prompt does not fit the model's context of {engine.max_model_len} tokens"],
+                finish_reasons=[],
+                completion_tokens=[],
+            )
+        records.append(rec)
+
+    metrics = _metrics(records, opts.k, opts.pass_k)
+    levels = sorted({r["level"] for r in records if r["level"]}, key=lambda s: (len(s), s))
+    if levels:
+        metrics["by_level"] = {
+            lv: _metrics([r for r in records if r["level"] == lv], opts.k, opts.pass_k) for lv in levels
+        }
+    metrics["seconds"] = round(time.perf_counter() - t0, 3)
+    return BenchmarkRun(metrics, records)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def machine_info(engine_name: str) -> dict[str, Any]:
+    """Where the numbers came from: host, Python, library versions, accelerator."""
+    import torch
+    import transformers
+
+    from sgpo import __version__
+
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "transformers": transformers.__version__,
+        "sgpo": __version__,
+        "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else [],
+    }
+    if engine_name == "vllm":
+        import vllm
+
+        info["vllm"] = vllm.__version__
+    return info
+
+
+def build_engine(opts: EvalOptions) -> Any:
+    """The generator engine `opts.engine` names, in-process (heavy imports happen here)."""
+    if opts.engine == "vllm":
+        from sgpo.generator.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            str(opts.model_path),
+            dtype=opts.dtype,
+            max_model_len=opts.max_model_len,
+            gpu_memory_utilization=opts.gpu_memory_utilization,
+        )
+    import torch
+
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)
+    from sgpo.generator.hf import HFEngine
+
+    return HFEngine(
+        str(opts.model_path),
+        device=opts.device,
+        dtype=opts.dtype,
+        max_batch_size=opts.batch_size * opts.k,
+        batch_wait_s=0.0,
+        max_model_len=opts.max_model_len,
+    )
+
+
+def _write_atomically(path: Path, write: Callable[[Any], None]) -> Path:
+    """Write through a temp file in the same folder; the caller renames it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        write(f)
+    return tmp
+
+
+def write_results(opts: EvalOptions, result: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
+    """The items JSONL, then the result JSON (the JSON appears last: its presence means both are complete)."""
+
+    def items(f: Any) -> None:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    tmp_items = _write_atomically(opts.items_path, items)
+    try:
+        tmp_json = _write_atomically(opts.out, lambda f: f.write(json.dumps(result, indent=2) + "\n"))
+    except BaseException:
+        tmp_items.unlink(missing_ok=True)
+        raise
+    tmp_items.replace(opts.items_path)
+    tmp_json.replace(opts.out)
+
+
+def print_table(result: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    cfg = result["config"]
+    k = cfg["k"]
+    table = Table(
+        title=f"{result['model']}  ({cfg['engine']}, k={k}, temperature {cfg['temperature']}, "
+        f"prompt {result['prompt_style']})"
+    )
+    table.add_column("benchmark", no_wrap=True)
+    table.add_column("problems", justify="right")
+    table.add_column(f"avg@{k}", justify="right")
+    for pk in cfg["pass_k"]:
+        table.add_column(f"pass@{pk}", justify="right")
+    table.add_column("unscorable", justify="right")
+    table.add_column("too long", justify="right")
+    table.add_column("truncated", justify="right")
+    table.add_column("seconds", justify="right")
+
+    def row(label: str, m: dict[str, Any], seconds: str) -> list[str]:
+        cells = [label, str(m["problems"]), f"{m.get(f'avg@{k}', 0.0):.3f}"]
+        cells += [f"{m.get(f'pass@{pk}', 0.0):.3f}" for pk in cfg["pass_k"]]
+        cells += [str(m["unscorable"]), str(m["prompt_too_long"]), f"{m['truncated_rate']:.0%}", seconds]
+        return cells
+
+    for name, m in result["results"].items():
+        table.add_row(*row(name, m, f"{m['seconds']:.1f}"))
+        if name == "arith":
+            for level, lm in m.get("by_level", {}).items():
+                table.add_row(*row(f"  {level} step{'s' if level != '1' else ''}", lm, ""), style="dim")
+    console.print(table)
+    console.print(
+        "avg@k counts unscorable samples (the verifier failed) as not correct: the accuracy lies in "
+        "[avg@k, avg@k + unscorable/samples]; 'too long': prompts longer than the context, never sampled.",
+        style="dim",
+        highlight=False,
+        markup=False,
+    )
+
+
+def arith_split_note(model_path: Path) -> str | None:
+    """Why the arith split may not be this tiny policy's held-out set: it was pretrained with another preset."""
+    from sgpo.tasks.tiny import TINY_PRESET
+
+    try:
+        preset = json.loads((model_path / "pretrain.json").read_text())["preset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    current = json.loads(json.dumps(asdict(TINY_PRESET)))
+    differs = [key for key in ("task", "eval_steps", "seed") if preset.get(key) != current[key]]
+    if not differs:
+        return None
+    return (
+        f"{model_path} was pretrained with another tiny preset ({', '.join(differs)} differ); the arith split "
+        "comes from the current preset, so it may overlap that policy's training problems"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        opts = resolve_options(args)
+        data = {name: load_benchmark(name, opts.data_dir, opts.limit) for name in opts.benchmarks}
+        if opts.model in MODEL_ALIASES:
+            opts.model_path = resolve_model(opts.model)
+    except (UsageError, BenchmarkDataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from transformers.utils import logging as hf_logging
+
+    from sgpo.verifier import MathVerifier, VerifierConfig
+
+    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar; ours show the evaluation
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    engine = build_engine(opts)
+    try:
+        tokenizer = getattr(engine, "tokenizer", None)
+        style = prompt_style(opts.prompt_template, opts.model_path, tokenizer)
+        if style == "chat" and not getattr(tokenizer, "chat_template", None):
+            print(
+                f"error: --prompt-template chat: {opts.model} has no chat template; use plain or a template "
+                "string containing {problem}",
+                file=sys.stderr,
+            )
+            return 2
+        if style == "tiny" and "arith" in opts.benchmarks:
+            note = arith_split_note(opts.model_path)
+            if note:
+                err.print(f"note: {note}", highlight=False, markup=False)
+        prompter = build_prompter(style, opts.prompt_template, engine.render_chat)
+        max_tokens = opts.max_tokens or DEFAULT_MAX_TOKENS[style]
+        if opts.temperature == 0 and opts.k > 1:
+            err.print(f"note: temperature 0 is greedy: the {opts.k} samples of a problem will be identical")
+        vcfg = VerifierConfig(workers=opts.verifier_workers, deadline_s=opts.verifier_deadline_s)
+        runs: dict[str, BenchmarkRun] = {}
+        with (
+            MathVerifier(vcfg) as verifier,
+            Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("problems"),
+                TimeElapsedColumn(),
+                console=err,
+                disable=not opts.progress,
+            ) as bar,
+        ):
+            for name, items in data.items():
+                task = bar.add_task(name, total=len(items))
+                runs[name] = evaluate_benchmark(
+                    name,
+                    items,
+                    engine,
+                    verifier,
+                    prompter,
+                    opts,
+                    max_tokens,
+                    on_generated=lambda n, task=task: bar.advance(task, n),
+                )
+        model_name = engine.model_name
+        machine = machine_info(opts.engine)
+    finally:
+        engine.close()
+
+    config = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in asdict(opts).items()
+        if k not in ("progress", "model_path", "out")
+    }
+    config.update(
+        max_tokens=max_tokens, verifier=vcfg.model_dump(include={"workers", "deadline_s", "fallback"})
+    )
+    if "arith" in opts.benchmarks:
+        from sgpo.tasks.tiny import TINY_PRESET
+
+        config["arith"] = {
+            "levels": list(TINY_PRESET.eval_steps),
+            "per_level": TINY_PRESET.eval_per_level,
+            "seed": TINY_PRESET.seed,
+            "spec": asdict(TINY_PRESET.task),
+        }
+    result = {
+        "model": str(opts.model_path),
+        "model_name": model_name,
+        "prompt_style": style,
+        "config": config,
+        "machine": machine,
+        "started_at": started.isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "results": {name: r.metrics for name, r in runs.items()},
+        "items_file": opts.items_path.name,
+    }
+    write_results(opts, result, [rec for r in runs.values() for rec in r.records])
+    print_table(result, Console(width=None if sys.stdout.isatty() else 140))  # logs get the whole table
+    print(f"wrote {opts.out} and {opts.items_path}")
+    return 0
