@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "verify": "sgpo.verifier.cli",
     "judge": "sgpo.judge.batch",
     "eval-judge": "sgpo.judge.evaluate",
+    "eval": "sgpo.tasks.evaluate",
     "simulate": "sgpo.simulate",
     "train": "sgpo.launch.train",
     "record": "sgpo.launch.record",
