@@ -7,6 +7,7 @@ colored, a judge that is down leaving groups uncolored and counted, recording an
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from sgpo.orchestrator.clients import Clients
 from sgpo.orchestrator.config import OrchestratorConfig
 from sgpo.orchestrator.loop import Orchestrator
 from sgpo.orchestrator.offline import GroupWriter, read_groups
-from sgpo.orchestrator.server import QueueSink
+from sgpo.orchestrator.server import QueuePacer, QueueSink
 from sgpo.tasks.arith import format_prompt, generate_split, write_jsonl
 from sgpo.tasks.tiny import build_tiny_policy
 from tests.support import ServiceProcess, run_service
@@ -112,6 +113,30 @@ def test_dynamic_sampling_counts_the_completions_of_dropped_groups(
     # A random policy solves nothing: DAPO drops every group, yet their completions were sampled.
     assert stats.enqueued == 0 and stats.by_kind["filtered"] == 6
     assert stats.sampled == 6 * G
+
+
+def test_dynamic_sampling_under_the_staleness_bound_does_not_deadlock(
+    services: dict[str, ServiceProcess], dataset: Path, redis_prefix: str, redis_url: str
+) -> None:
+    """In-flight prompts count as groups until drained; the orchestrator once waited on the pacer without
+    draining, so chunks whose groups were all dropped held the staleness bound shut forever."""
+    cfg = config(
+        dataset, services, redis_prefix, redis_url, epochs=1, max_concurrency=2,
+        algo={"group_size": G, "algo": "dapo"},
+    )  # fmt: skip
+    queue = GroupQueue(redis_url, redis_prefix)
+    # Policy version 0 and no lag allowed: groups 1..4 only. The second chunk (groups 4..6 if the first
+    # one's 3 prompts were kept) may start only once the first chunk is known to have kept none.
+    pacer = QueuePacer(queue, batch_groups=4, max_policy_lag=0, poll_s=0.05)
+    orch = Orchestrator(cfg, QueueSink(queue), clients=clients(services), pacer=pacer)
+    done = threading.Thread(target=orch.run)
+    done.start()
+    done.join(120)
+    stuck = done.is_alive()
+    orch.stop.set()
+    done.join(30)
+    assert not stuck, "the orchestrator waited on the pacer with finished chunks undrained"
+    assert orch.stats.by_kind["filtered"] == 6 and orch.stats.sampled == 6 * G
 
 
 def test_judge_down_leaves_groups_uncolored_and_counted(

@@ -36,31 +36,36 @@ def evaluate_served_policy(
     max_tokens: int,
     batch: int = 128,
     timeout_s: float = 600.0,
+    samples: int = 1,
+    temperature: float = 0.0,
 ) -> dict[str, Any]:
-    """Greedy accuracy per level (and overall) of whatever the generator serves now, plus the versions seen."""
+    """Accuracy per level (and overall) of whatever the generator serves now, plus the versions seen.
+
+    Greedy by default; with `temperature` > 0 the mean over `samples` completions per problem (avg@k), seeded
+    so that two evaluations of the same weights agree.
+    """
     correct: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
     versions: set[int] = set()
     t0 = time.perf_counter()
-    sampling = common_pb2.SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=0)
+    sampling = common_pb2.SamplingParams(
+        n=samples, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=0
+    )
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         prompts = [prompt_template.replace("{problem}", it.problem) for it in chunk]
         gen = generator.Generate(
             generator_pb2.GenerateRequest(prompts=prompts, sampling=sampling), timeout=timeout_s
         )
-        texts = [r.completions[0].text for r in gen.results]
-        versions.update(r.completions[0].policy_version for r in gen.results)
+        pairs = [(it, c) for it, r in zip(chunk, gen.results, strict=True) for c in r.completions]
+        versions.update(c.policy_version for _, c in pairs)
         ver = verifier.Verify(
             verifier_pb2.VerifyRequest(
-                items=[
-                    verifier_pb2.VerifyItem(gold=it.answer, pred=t)
-                    for it, t in zip(chunk, texts, strict=True)
-                ]
+                items=[verifier_pb2.VerifyItem(gold=it.answer, pred=c.text) for it, c in pairs]
             ),
             timeout=timeout_s,
         )
-        for it, v in zip(chunk, ver.verdicts, strict=True):
+        for (it, _), v in zip(pairs, ver.verdicts, strict=True):
             total[it.level] += 1
             correct[it.level] += int(v.status == common_pb2.VERDICT_STATUS_CORRECT)
     levels = sorted(total, key=lambda s: (len(s), s))

@@ -48,11 +48,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--epochs", type=int, default=0, help="with --replay: passes over the file (0: until --steps)"
     )
     p.add_argument(
+        "--levels",
+        type=parse_levels,
+        help="difficulty levels (steps) of the RL prompts, comma-separated (default: the preset's, 3,4,5,6)",
+    )
+    p.add_argument(
         "--max-sampled",
         type=int,
         help="stop at the first step whose groups cost this many sampled completions (dropped groups "
         "included): equal sampling budgets for algorithms that drop groups (dapo)",
     )
+
+
+def parse_levels(text: str) -> tuple[int, ...]:
+    """`--levels 5,6` -> (5, 6); anything but positive integers is a usage error that says so."""
+    try:
+        levels = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated step counts such as 5,6; got {text!r}"
+        ) from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"step counts must be >= 1; got {text!r}")
+    return levels
 
 
 def _raise_interrupt(*_: object) -> None:
@@ -66,14 +84,17 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_datasets(run_dir: Path, seed: int, preset: TrainPreset) -> tuple[Path, Path]:
+def write_datasets(
+    run_dir: Path, seed: int, preset: TrainPreset, levels: tuple[int, ...] | None = None
+) -> tuple[Path, Path]:
+    """The RL prompts (the tiny preset's RL levels, or `levels`) and the held-out set (every eval level)."""
     from sgpo.tasks.arith import generate_split, write_jsonl
     from sgpo.tasks.tiny import TINY_PRESET as T
 
     eval_set = generate_split("rl-eval", T.eval_steps, preset.eval_per_level, seed=seed, spec=T.task)
     train = generate_split(
         "rl-train",
-        T.rl_steps,
+        levels or T.rl_steps,
         preset.train_per_level,
         seed=seed,
         spec=T.task,
@@ -262,7 +283,7 @@ class TrainRun:
 
         console, run_dir = self.console, self.run_dir
         policy = (self.args.policy or ensure_tiny_policy(progress=True)).resolve()
-        train_path, eval_path = write_datasets(run_dir, self.args.seed, self.preset)
+        train_path, eval_path = write_datasets(run_dir, self.args.seed, self.preset, self.args.levels)
         redis_url = os.environ.get("SGPO_REDIS_URL")
         if not redis_url:
             self.redis = EmbeddedRedis(run_dir / "redis")
@@ -314,12 +335,13 @@ class TrainRun:
     def _stub(self, name: str) -> Any:
         import grpc
 
-        from sgpo.v1 import generator_pb2_grpc, verifier_pb2_grpc
+        from sgpo.v1 import generator_pb2_grpc, trainer_pb2_grpc, verifier_pb2_grpc
 
         channel = grpc.insecure_channel(self.cluster.target(name))
         stub = {
             "generator": generator_pb2_grpc.GeneratorServiceStub,
             "verifier": verifier_pb2_grpc.VerifierServiceStub,
+            "trainer": trainer_pb2_grpc.TrainerServiceStub,
         }
         return stub[name](channel)
 
@@ -408,7 +430,7 @@ class TrainRun:
                         f"services failed for good: {self.cluster.failed}; logs in {self.run_dir / 'logs'}"
                     )
                 if step >= next_eval and step < self.steps and self._version() >= step:
-                    self._evaluate(step, eval_path, doc)
+                    step = self._evaluate_paused(step, eval_path, doc)
                     next_eval = step - step % self.eval_every + self.eval_every
                 if (
                     not self.cluster.is_running("trainer")
@@ -428,8 +450,13 @@ class TrainRun:
                     and step < self.steps
                 ):
                     code = self.cluster.services["orchestrator"].proc.returncode
-                    if code == 0:  # the replay file is exhausted: stop the trainer where it is
-                        self.console.print("replay finished before --steps; stopping the trainer")
+                    # The replay file is exhausted: let the trainer take every whole batch still queued
+                    # (groups.jsonl lists every group enqueued), then stop it there.
+                    last = len(monitor.groups) // self.preset.batch_groups
+                    if code == 0 and step >= last:
+                        self.console.print(
+                            f"replay finished at step {step} of {self.steps}: stopping the trainer"
+                        )
                         self.cluster.stop_service("trainer")
                         break
                 time.sleep(0.5)
@@ -437,6 +464,33 @@ class TrainRun:
             progress.update(task, completed=monitor.step)
         self.cluster.stop_service("orchestrator")
         self._evaluate(monitor.step, eval_path, doc)
+
+    def _evaluate_paused(self, step: int, eval_path: Path, doc: dict[str, Any]) -> int:
+        """Evaluate one policy: pause the trainer (Pause returns once no step is in progress), wait until the
+        generator serves that step's weights, evaluate, resume. Without the pause an evaluation of 800 prompts
+        spanned a dozen policy versions. Returns the step evaluated."""
+        import grpc
+
+        from sgpo.v1 import trainer_pb2
+
+        trainer = self._stub("trainer")
+        try:
+            status = trainer.Pause(trainer_pb2.PauseRequest(), timeout=180)
+        except grpc.RpcError as e:  # restarting: evaluate what is served, and say so in the record
+            log.warning("could not pause the trainer (%s); evaluating without a pause", e.code())
+            self._evaluate(step, eval_path, doc)
+            return step
+        try:
+            deadline = time.monotonic() + 60
+            while self._version() != status.policy_version and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self._evaluate(int(status.step), eval_path, doc)
+        finally:
+            try:
+                trainer.Resume(trainer_pb2.ResumeRequest(), timeout=30)
+            except grpc.RpcError as e:
+                log.warning("could not resume the trainer: %s", e.code())
+        return int(status.step)
 
     def _version(self) -> int:
         from sgpo.v1 import generator_pb2

@@ -36,14 +36,18 @@ class GroupSink(Protocol):
 
 
 class Pacer(Protocol):
-    """Blocks until the next `n` groups may be produced (backpressure and staleness)."""
+    """Whether groups up to the `groups_ahead`-th may be produced now (backpressure and staleness)."""
 
-    def wait(self, groups_ahead: int, stop: threading.Event) -> None: ...
+    poll_s: float
+
+    def ready(self, groups_ahead: int) -> bool: ...
 
 
 class NoPacing:
-    def wait(self, groups_ahead: int, stop: threading.Event) -> None:
-        return None
+    poll_s = 0.0
+
+    def ready(self, groups_ahead: int) -> bool:
+        return True
 
 
 @dataclass
@@ -320,9 +324,15 @@ class Orchestrator:
                     break
                 while len(inflight) >= cfg.max_concurrency:
                     drain(block=True)
-                drain(block=False)
+                # In-flight prompts count as groups until their chunk is drained, so drain while waiting:
+                # with dynamic sampling most of them are dropped, and the trainer may need the few kept ones
+                # before the staleness bound lets anything new start (a deadlock before this drain).
                 self.metrics.paused.set(1)
-                self.pacer.wait(self.stats.enqueued + sum(inflight.values()) + len(chunk), self.stop)
+                while not self.stop.is_set():
+                    drain(block=False)
+                    if self.pacer.ready(self.stats.enqueued + sum(inflight.values()) + len(chunk)):
+                        break
+                    self.stop.wait(self.pacer.poll_s)
                 self.metrics.paused.set(0)
                 if self.stop.is_set():
                     break
@@ -343,7 +353,8 @@ class Orchestrator:
             for recorded in read_groups(cfg.replay):
                 if self.stop.is_set() or self._limit_reached():
                     return self.stats
-                self.pacer.wait(self.stats.enqueued + 1, self.stop)
+                while not self.stop.is_set() and not self.pacer.ready(self.stats.enqueued + 1):
+                    self.stop.wait(self.pacer.poll_s)
                 self.stats.sampled += len(recorded.completions)
                 group, uncolorable = score(recorded, cfg.algo)
                 if cfg.algo.uses_dynamic_sampling and not keep_for_dynamic_sampling(

@@ -45,10 +45,6 @@ class QueuePacer:
             and self.queue.waiting() < self.queue.high_water
         )
 
-    def wait(self, groups_ahead: int, stop: threading.Event) -> None:
-        while not stop.is_set() and not self.ready(groups_ahead):
-            stop.wait(self.poll_s)
-
 
 class QueueSink:
     def __init__(self, queue: GroupQueue) -> None:

@@ -139,6 +139,7 @@ class Trainer:
         self.last_checkpoint_step = -1
         self.loaded = threading.Event()
         self._paused = False
+        self._idle = threading.Event()  # set while paused with no step in progress
         self._lock = threading.Lock()
         self._ckpt_requests: list[Future[tuple[str, int]]] = []
         self._read_own_pending = True
@@ -191,12 +192,16 @@ class Trainer:
         self.loaded.set()
 
     # ------------------------------------------------------------------ control (thread-safe)
-    def pause(self) -> None:
+    def pause(self, wait_s: float = 0.0) -> bool:
+        """Take no new batch. With `wait_s`, wait until the step in progress, its weights published, is done;
+        returns whether the loop is idle (so the served policy is this step's, as long as it stays paused)."""
         self._paused = True
         self.metrics.paused.set(1)
+        return self._idle.wait(wait_s) if wait_s > 0 else self._idle.is_set()
 
     def resume(self) -> None:
         self._paused = False
+        self._idle.clear()
         self.metrics.paused.set(0)
 
     def request_checkpoint(self, timeout: float = 600.0) -> tuple[str, int]:
@@ -266,6 +271,7 @@ class Trainer:
                 return {"kind": "checkpoint", "write": stale}
         self._record_version()
         if self._paused:
+            self._idle.set()
             time.sleep(self.cfg.read_block_ms / 1000)
             return {"kind": "idle"}
         if len(self.buffer) < self.cfg.batch_groups:

@@ -47,7 +47,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         return self._status()
 
     def Pause(self, request: Any, context: grpc.ServicerContext) -> trainer_pb2.TrainerStatus:
-        self.trainer.pause()
+        # Returns once no step is in progress (its weights published), so a caller can evaluate one policy.
+        self.trainer.pause(wait_s=120.0)
         return self._status()
 
     def Resume(self, request: Any, context: grpc.ServicerContext) -> trainer_pb2.TrainerStatus:
