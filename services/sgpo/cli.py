@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "train": "sgpo.launch.train",
     "record": "sgpo.launch.record",
     "data": "sgpo.launch.data",
+    "experiment": "sgpo.launch.experiment",
 }
 
 
