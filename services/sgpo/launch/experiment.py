@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sgpo.launch.train import parse_levels
+
 HELP = (
     "controlled comparisons (issue 8): sgpo vs grpo vs dapo on equal budgets, offline, judge noise; aggregate"
 )
@@ -129,6 +131,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             "--config", type=Path, help="TOML merged into every run's config (e.g. a learning rate); copied"
         )
         s.add_argument("--preset", choices=["tiny"], default="tiny", help="run preset (default: tiny)")
+        if name != "offline":  # a recording's prompts are the preset's
+            s.add_argument(
+                "--train-levels",
+                type=parse_levels,
+                help="RL prompt levels of every run (sgpo train --levels; default: the preset's 3,4,5,6)",
+            )
         s.add_argument("--dry-run", action="store_true", help="print the exact commands; run nothing")
         s.add_argument("--no-aggregate", action="store_true", help="do not aggregate at the end")
         s.add_argument(
@@ -312,6 +320,8 @@ def plan_study(args: argparse.Namespace, policy: Path) -> Study:
             "--policy",
             str(policy),
         ]
+        if getattr(args, "train_levels", None):
+            argv += ["--levels", ",".join(map(str, args.train_levels))]
         config = _toml(doc) if doc else None
         if config is not None:
             argv += ["--config", str(out / "configs" / f"{name}.toml")]

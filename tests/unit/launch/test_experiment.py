@@ -116,6 +116,14 @@ def test_noise_plan_shares_p0_and_grpo_with_the_online_study(tmp_path: Path) -> 
     assert f"--config {out}/configs/sgpo-noise0.25-s0.toml" in noisy.command()
 
 
+def test_train_levels_reach_every_run_and_offline_has_none(tmp_path: Path) -> None:
+    cmds = commands("online", tmp_path / "e", "--train-levels", "5,6", "--seeds", "0", "--algos", "sgpo,grpo")
+    assert len(cmds) == 2 and all(" --levels 5,6 --run-dir " in c for c in cmds)
+    assert all("--levels" not in c for c in commands("noise", tmp_path / "e", "--seeds", "0"))
+    with pytest.raises(SystemExit):
+        parse("offline", "--out", str(tmp_path / "e"), "--train-levels", "5,6")
+
+
 def test_extra_config_is_merged_into_every_run(tmp_path: Path) -> None:
     extra = tmp_path / "lr.toml"
     extra.write_text("[trainer]\nlr = 0.001\n")
