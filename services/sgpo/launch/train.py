@@ -463,7 +463,9 @@ class TrainRun:
             monitor.poll()
             progress.update(task, completed=monitor.step)
         self.cluster.stop_service("orchestrator")
-        self._evaluate(monitor.step, eval_path, doc)
+        # The last step's policy, unless the loop evaluated it just before the run ended.
+        if not self.evals or self.evals[-1]["step"] != monitor.step:
+            self._evaluate(monitor.step, eval_path, doc)
 
     def _evaluate_paused(self, step: int, eval_path: Path, doc: dict[str, Any]) -> int:
         """Evaluate one policy: pause the trainer (Pause returns once no step is in progress), wait until the

@@ -194,10 +194,13 @@ class Trainer:
     # ------------------------------------------------------------------ control (thread-safe)
     def pause(self, wait_s: float = 0.0) -> bool:
         """Take no new batch. With `wait_s`, wait until the step in progress, its weights published, is done;
-        returns whether the loop is idle (so the served policy is this step's, as long as it stays paused)."""
+        returns whether the loop is idle (so the served policy is this step's, as long as it stays paused).
+        While the model is still loading no step can be in progress: it does not wait then."""
         self._paused = True
         self.metrics.paused.set(1)
-        return self._idle.wait(wait_s) if wait_s > 0 else self._idle.is_set()
+        if wait_s > 0 and self.loaded.is_set():
+            return self._idle.wait(wait_s)
+        return self._idle.is_set()
 
     def resume(self) -> None:
         self._paused = False
