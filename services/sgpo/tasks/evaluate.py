@@ -553,30 +553,24 @@ def machine_info(engine_name: str) -> dict[str, Any]:
 
 
 def build_engine(opts: EvalOptions) -> Any:
-    """The generator engine `opts.engine` names, in-process (heavy imports happen here)."""
-    if opts.engine == "vllm":
-        from sgpo.generator.vllm_engine import VLLMEngine
+    """The generator engine `opts.engine` names, in-process, made by the generator service's own factory."""
+    from sgpo.generator.config import GeneratorConfig
+    from sgpo.generator.engine import build_engine as build_generator_engine
 
-        return VLLMEngine(
-            str(opts.model_path),
-            dtype=opts.dtype,
-            max_model_len=opts.max_model_len,
-            gpu_memory_utilization=opts.gpu_memory_utilization,
-        )
-    import torch
-
-    if opts.threads is not None:
-        torch.set_num_threads(opts.threads)
-    from sgpo.generator.hf import HFEngine
-
-    return HFEngine(
-        str(opts.model_path),
+    # model_construct: the options are checked already, and no SGPO_GENERATOR__* variable of the caller's
+    # environment may change what is evaluated.
+    cfg = GeneratorConfig.model_construct(
+        model=str(opts.model_path),
+        engine=opts.engine,
         device=opts.device,
         dtype=opts.dtype,
         max_batch_size=opts.batch_size * opts.k,
         batch_wait_s=0.0,
         max_model_len=opts.max_model_len,
+        gpu_memory_utilization=opts.gpu_memory_utilization,
+        threads=opts.threads,
     )
+    return build_generator_engine(cfg)
 
 
 def _write_atomically(path: Path, write: Callable[[Any], None]) -> Path:
