@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import os
-import random
 import re
 import shutil
 import sys
@@ -54,37 +53,34 @@ def held_out(test: Sequence[ArithProblem], per_level: int) -> set[str]:
 
 
 def _batches(
-    problems: Iterator[ArithProblem], tokenizer: Any, batch_size: int, chunk: int = 1
+    problems: Iterator[ArithProblem], tokenizer: Any, batch_size: int
 ) -> Iterator[tuple[Any, Any, Any]]:
     """(input_ids, attention_mask, labels) batches; loss only on the solution and <eos>.
 
-    With `chunk` > 1 examples are drawn `chunk` batches at a time and grouped by length (less padding), but
-    batches of one length are batches of one difficulty, and the tiny policy then learned markedly worse.
+    Each batch is `batch_size` consecutive problems of the stream, so a batch mixes difficulties. Grouping
+    several batches' worth by length (less padding) made batches of one difficulty each, and the tiny policy
+    then learned markedly worse.
     """
     import torch
 
-    rng = random.Random(0)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     while True:
         rows = []
-        for _ in range(batch_size * chunk):
+        for _ in range(batch_size):
             p = next(problems)
             prompt = tokenizer(format_prompt(p.problem))["input_ids"]
             full = tokenizer(format_prompt(p.problem) + p.solution)["input_ids"] + [eos]
             rows.append((full, len(prompt)))
-        rows.sort(key=lambda r: len(r[0]))
-        groups = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-        rng.shuffle(groups)
-        for group in groups:
-            width = max(len(r[0]) for r in group)
-            ids = torch.full((len(group), width), pad, dtype=torch.long)
-            labels = torch.full((len(group), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(group), width), dtype=torch.long)
-            for i, (full, n_prompt) in enumerate(group):
-                ids[i, : len(full)] = torch.tensor(full)
-                mask[i, : len(full)] = 1
-                labels[i, n_prompt : len(full)] = torch.tensor(full[n_prompt:])
-            yield ids, mask, labels
+        rows.sort(key=lambda r: len(r[0]))  # shortest first: the row order every pretrained policy has used
+        width = len(rows[-1][0])
+        ids = torch.full((batch_size, width), pad, dtype=torch.long)
+        labels = torch.full((batch_size, width), -100, dtype=torch.long)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for i, (full, n_prompt) in enumerate(rows):
+            ids[i, : len(full)] = torch.tensor(full)
+            mask[i, : len(full)] = 1
+            labels[i, n_prompt : len(full)] = torch.tensor(full[n_prompt:])
+        yield ids, mask, labels
 
 
 def greedy_accuracy(engine: Any, problems: Sequence[ArithProblem]) -> dict[int, float]:
