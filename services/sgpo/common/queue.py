@@ -323,7 +323,9 @@ class GroupQueue:
             ms, seq = _parse_id(_s(g["last-delivered-id"]))
             bounds.append((ms, seq + 1))  # everything up to last-delivered was delivered...
             if int(g["pending"]) > 0:  # ...and the oldest still-pending entry bounds what was acknowledged
-                bounds.append(_parse_id(_s(self.client.xpending(self.stream, _s(g["name"]))["min"])))
+                oldest = self.client.xpending(self.stream, _s(g["name"]))["min"]
+                if oldest is not None:  # None: another consumer acknowledged the rest since xinfo_groups
+                    bounds.append(_parse_id(_s(oldest)))
         ms, seq = min(bounds)
         return int(self.client.xtrim(self.stream, minid=f"{ms}-{seq}", approximate=False))
 

@@ -144,6 +144,29 @@ def test_producer_waits_below_high_water_until_the_consumer_reads(redis_url: str
     assert (producer.waiting(), producer.backlog()) == (2, 3)
 
 
+def test_trim_survives_the_last_pending_entry_being_acknowledged_meanwhile(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Two trainers: one trims while the other acknowledges its last pending entry between trim's two reads
+    (xinfo_groups said 1 pending, xpending then has none). A trainer crashed on that once."""
+    trimmer = _queue(redis_url, redis_prefix, consumer="a")
+    other = _queue(redis_url, redis_prefix, consumer="b")
+    trimmer.put(make_group("g0"))
+    trimmer.put(make_group("g1"))
+    [e0] = trimmer.read(count=1, block_ms=100)
+    trimmer.ack([e0.entry_id])
+    [e1] = other.read(count=1, block_ms=100)
+    real_xpending = trimmer.client.xpending
+
+    def ack_first(*args: object) -> object:  # the other trainer's checkpoint lands right here
+        other.ack([e1.entry_id])
+        return real_xpending(*args)
+
+    trimmer.client.xpending = ack_first  # type: ignore[method-assign]
+    assert trimmer.trim_acked() == 2
+    assert trimmer.stats().length == 0
+
+
 def test_policy_version_round_trip(redis_url: str, redis_prefix: str) -> None:
     q = _queue(redis_url, redis_prefix)
     assert q.read_policy_version() == 0
