@@ -138,6 +138,7 @@ def build_run_config(
             "max_steps": steps,
             "checkpoint_every": preset.checkpoint_every,
             "publish_every": 1,
+            "pause_every": getattr(args, "eval_every", None) or preset.eval_every,
             "generator_target": target["generator"],
             "temperature": preset.temperature,
             "seed": args.seed,

@@ -376,6 +376,9 @@ class Trainer:
         pub = self.step % self.cfg.publish_every == 0
         if ckpt or pub:
             self._save(checkpoint=ckpt, publish=pub)
+        last = bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
+        if self.cfg.pause_every and self.step % self.cfg.pause_every == 0 and not last:
+            self.pause()  # weights published above: whoever resumes it can evaluate exactly this step
 
     def _log_step(self, r: StepResult, groups: list[Group]) -> None:
         m = self.metrics
