@@ -116,6 +116,26 @@ def generate_problem(rng: random.Random, steps: int, spec: ArithSpec = ArithSpec
     )
 
 
+def sloppy_solution(problem: ArithProblem, rng: random.Random, slip_prob: float) -> str:
+    """`problem`'s worked solution as a sloppy solver writes it: each step's result is off by 1 or 2 with
+    probability `slip_prob`, and later steps carry on, correctly, from the slipped value (so the first slip is
+    the first wrong step, and the final answer is wrong unless later slips cancel it). `slip_prob` 0 gives
+    `problem.solution`."""
+    if not problem.claims:
+        raise InvalidInputError("problem", "has no step claims (read from JSONL?); generate it instead")
+    if not 0.0 <= slip_prob <= 1.0:
+        raise InvalidInputError("slip_prob", f"must be in [0, 1]; got {slip_prob}")
+    value, lines = problem.claims[0][0], []
+    for k, (_, op, b, _) in enumerate(problem.claims, 1):
+        new = _apply(value, op, b)
+        if slip_prob and rng.random() < slip_prob:
+            new += rng.choice((-2, -1, 1, 2))
+        lines.append(f"Step {k}: {value} {op} {b} = {new}")
+        value = new
+    lines.append(f"Answer: {value}")
+    return "\n".join(lines)
+
+
 def _level_rng(seed: int, split: str, steps: int) -> random.Random:
     # A string seed is hashed deterministically (sha512), unlike hash() of a tuple.
     return random.Random(f"sgpo-arith:{seed}:{split}:{steps}")

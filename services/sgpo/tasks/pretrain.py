@@ -1,8 +1,9 @@
 """`sgpo pretrain --preset tiny`: supervised fine-tuning of the tiny policy on easy arithmetic chains.
 
-The recipe (model shape, levels, iterations, batch, lr, seed) is the preset; the result is a HF folder
-with `pretrain.json` (the preset, the greedy accuracy per level, timings) written last, so a folder with
-that file is complete. Same preset and seed, same weights (on the same machine and thread count).
+The recipe (model shape, levels, iterations, batch, lr, the teacher's slip rate, seed) is the preset; the
+result is a HF folder with `pretrain.json` (the preset, the greedy and the sampled (T = 1) accuracy per
+level, timings) written last, so a folder with that file is complete. Same preset and seed, same weights (on
+the same machine and thread count).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import random
 import re
 import shutil
 import sys
@@ -21,7 +23,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from sgpo.tasks.arith import ArithProblem, format_prompt, generate_split, iter_problems
+from sgpo.tasks.arith import ArithProblem, format_prompt, generate_split, iter_problems, sloppy_solution
 from sgpo.tasks.tiny import PRESETS, TinyPreset, build_tiny_policy, policy_dir
 
 HELP = "pretrain the tiny policy (SFT on easy arithmetic chains) and print its accuracy table"
@@ -53,9 +55,15 @@ def held_out(test: Sequence[ArithProblem], per_level: int) -> set[str]:
 
 
 def _batches(
-    problems: Iterator[ArithProblem], tokenizer: Any, batch_size: int
+    problems: Iterator[ArithProblem],
+    tokenizer: Any,
+    batch_size: int,
+    slip_prob: float = 0.0,
+    slip_rng: random.Random | None = None,
 ) -> Iterator[tuple[Any, Any, Any]]:
     """(input_ids, attention_mask, labels) batches; loss only on the solution and <eos>.
+
+    Solutions are written by a sloppy solver slipping with `slip_prob` per step (`arith.sloppy_solution`).
 
     Each batch is `batch_size` consecutive problems of the stream, so a batch mixes difficulties. Grouping
     several batches' worth by length (less padding) made batches of one difficulty each, and the tiny policy
@@ -69,7 +77,8 @@ def _batches(
         for _ in range(batch_size):
             p = next(problems)
             prompt = tokenizer(format_prompt(p.problem))["input_ids"]
-            full = tokenizer(format_prompt(p.problem) + p.solution)["input_ids"] + [eos]
+            target = sloppy_solution(p, slip_rng, slip_prob) if slip_rng is not None else p.solution
+            full = tokenizer(format_prompt(p.problem) + target)["input_ids"] + [eos]
             rows.append((full, len(prompt)))
         rows.sort(key=lambda r: len(r[0]))  # shortest first: the row order every pretrained policy has used
         width = len(rows[-1][0])
@@ -83,8 +92,11 @@ def _batches(
         yield ids, mask, labels
 
 
-def greedy_accuracy(engine: Any, problems: Sequence[ArithProblem]) -> dict[int, float]:
-    """Greedy accuracy per difficulty level (exact final answer), sampled by a generator engine."""
+def accuracy_by_level(
+    engine: Any, problems: Sequence[ArithProblem], temperature: float = 0.0, samples: int = 1
+) -> dict[int, float]:
+    """Accuracy per difficulty level (exact final answer) of a generator engine: greedy by default, else the
+    mean over `samples` completions per problem at `temperature` (avg@k, seeded)."""
     from sgpo.generator.sampling import SamplingParams
 
     by_level: dict[int, list[ArithProblem]] = {}
@@ -93,13 +105,14 @@ def greedy_accuracy(engine: Any, problems: Sequence[ArithProblem]) -> dict[int, 
     out: dict[int, float] = {}
     for level, items in sorted(by_level.items()):
         budget = max(len(p.solution) for p in items) + 24
-        results = engine.generate(
-            [format_prompt(p.problem) for p in items], SamplingParams(n=1, temperature=0.0, max_tokens=budget)
-        )
+        params = SamplingParams(n=samples, temperature=temperature, max_tokens=budget, seed=0)
+        results = engine.generate([format_prompt(p.problem) for p in items], params)
         correct = sum(
-            extract_answer(r.completions[0].text) == p.answer for r, p in zip(results, items, strict=True)
+            extract_answer(c.text) == p.answer
+            for r, p in zip(results, items, strict=True)
+            for c in r.completions
         )
-        out[level] = correct / len(items)
+        out[level] = correct / (len(items) * samples)
     return out
 
 
@@ -129,10 +142,14 @@ def pretrain(
             (
                 ph.iters,
                 _batches(
-                    iter_problems(ph.steps, preset.seed, preset.task, banned), tokenizer, preset.batch_size
+                    iter_problems(ph.steps, preset.seed, preset.task, banned),
+                    tokenizer,
+                    preset.batch_size,
+                    preset.slip_prob,
+                    random.Random(f"sgpo-sft-slips:{preset.seed}:{i}"),
                 ),
             )
-            for ph in preset.sft_phases
+            for i, ph in enumerate(preset.sft_phases)
         ]
         decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -188,7 +205,8 @@ def pretrain(
 
         engine = HFEngine(str(work), device="cpu", dtype="float32", max_batch_size=256, batch_wait_s=0.0)
         try:
-            accuracy = greedy_accuracy(engine, test)
+            accuracy = accuracy_by_level(engine, test)
+            sampled = accuracy_by_level(engine, test, temperature=1.0, samples=2)
         finally:
             engine.close()
         eval_s = time.monotonic() - t1
@@ -196,6 +214,7 @@ def pretrain(
             "preset": asdict(preset),
             "digest": preset.digest(),
             "accuracy": {str(k): v for k, v in accuracy.items()},
+            "sampled_accuracy": {str(k): v for k, v in sampled.items()},
             "final_loss": loss_ema,
             "sft_seconds": round(sft_s, 1),
             "sft_cpu_seconds": round(sft_cpu_s, 1),
@@ -218,14 +237,16 @@ def print_table(record: dict[str, Any], preset: TinyPreset) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"tiny policy greedy accuracy ({preset.eval_per_level} test problems per level)")
+    table = Table(title=f"tiny policy accuracy ({preset.eval_per_level} test problems per level)")
     table.add_column("steps", justify="right")
-    table.add_column("accuracy", justify="right")
+    table.add_column("greedy", justify="right")
+    table.add_column("sampled (T=1)", justify="right")
     table.add_column("role")
+    sampled = record.get("sampled_accuracy", {})
     for level, acc in record["accuracy"].items():
         s = int(level)
         role = "sft" if s in preset.sft_steps else "rl" if s in preset.rl_steps else "eval"
-        table.add_row(level, f"{acc:.3f}", role)
+        table.add_row(level, f"{acc:.3f}", f"{sampled[level]:.3f}" if level in sampled else "-", role)
     Console().print(table)
     print(
         f"sft {record['sft_seconds']}s wall ({record.get('sft_cpu_seconds', '?')}s cpu) on {record['threads']} "

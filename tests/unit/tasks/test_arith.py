@@ -20,6 +20,7 @@ from sgpo.tasks.arith import (
     generate_split,
     iter_problems,
     read_jsonl,
+    sloppy_solution,
     write_jsonl,
     write_splits,
 )
@@ -133,3 +134,67 @@ def test_bad_input_is_an_error_naming_the_field(tmp_path: Path) -> None:
     bad.write_text('{"problem": "x"}\n')
     with pytest.raises(InvalidInputError, match=r"bad\.jsonl:1"):
         read_jsonl(bad)
+
+
+def _claims(solution: str) -> list[tuple[int, str, int, int]]:
+    out = []
+    for line in solution.split("\n")[:-1]:
+        m = re.match(r"^Step \d+: (-?\d+) ([-+*]) (\d+) = (-?\d+)$", line)
+        assert m, line
+        out.append((int(m[1]), m[2], int(m[3]), int(m[4])))
+    return out
+
+
+def _true(a: int, op: str, b: int) -> int:
+    return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def test_sloppy_solution_slips_by_one_or_two_and_carries_on_from_the_slip() -> None:
+    spec = ArithSpec(ops=("+", "-", "*"), start_max=9)
+    rng = random.Random(0)
+    for _ in range(50):
+        p = generate_problem(rng, 5, spec)
+        assert sloppy_solution(p, random.Random(1), 0.0) == p.solution
+        text = sloppy_solution(p, random.Random(1), 1.0)
+        claims = _claims(text)
+        assert [(op, b) for _, op, b, _ in claims] == [(op, b) for _, op, b, _ in p.claims]  # the problem's
+        assert claims[0][0] == p.claims[0][0]
+        for (a, op, b, c), nxt in zip(claims, [*claims[1:], None], strict=True):
+            assert c - _true(a, op, b) in (-2, -1, 1, 2)  # every step slipped, by 1 or 2
+            if nxt is not None:
+                assert nxt[0] == c  # the next step starts from the slipped value
+        assert text.endswith(f"Answer: {claims[-1][3]}")
+
+
+def test_sloppy_solution_slip_rate_and_first_error_match_the_judge() -> None:
+    """About `slip_prob` of the steps slip, and the symbolic judge's first wrong step is the first slip."""
+    from sgpo.judge.config import JudgeConfig
+    from sgpo.judge.judge import build_judge
+    from sgpo.judge.metrics import JudgeMetrics
+    from sgpo.judge.types import JudgeItem
+
+    rng, style = random.Random(2), random.Random(3)
+    problems = [generate_problem(rng, 4, ArithSpec(start_max=9)) for _ in range(300)]
+    texts = [sloppy_solution(p, style, 0.1) for p in problems]
+    slipped = [[c != _true(a, op, b) for a, op, b, c in _claims(t)] for t in texts]
+    rate = sum(map(sum, slipped)) / (4 * len(texts))
+    assert 0.07 < rate < 0.13, rate  # 1200 steps: the binomial sd is 0.009
+    judge = build_judge(JudgeConfig(), JudgeMetrics())
+    try:
+        for p, t, s in zip(problems[:80], texts[:80], slipped[:80], strict=True):
+            (v,) = judge.judge(p.problem, p.solution, [JudgeItem(response=t)])
+            assert v.first_error_step == (s.index(True) if any(s) else -1), t
+            drift = sum(c - _true(a, op, b) for a, op, b, c in _claims(t))
+            assert (extract_answer(t) == p.answer) == (drift == 0)  # later slips can cancel earlier ones
+    finally:
+        judge.close()
+
+
+def test_sloppy_solution_rejects_problems_without_claims_and_bad_rates(tmp_path: Path) -> None:
+    p = generate_problem(random.Random(0), 2)
+    write_jsonl(tmp_path / "p.jsonl", [p])
+    (read,) = read_jsonl(tmp_path / "p.jsonl")
+    with pytest.raises(InvalidInputError, match="problem"):
+        sloppy_solution(read, random.Random(0), 0.1)
+    with pytest.raises(InvalidInputError, match="slip_prob"):
+        sloppy_solution(p, random.Random(0), 1.5)

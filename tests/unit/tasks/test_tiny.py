@@ -72,3 +72,4 @@ def test_presets_rl_levels_reach_past_the_sft_range() -> None:
 def test_rl_levels_do_not_change_the_cache_key() -> None:
     assert replace(TINY_PRESET, rl_steps=(7,)).digest() == TINY_PRESET.digest()
     assert replace(TINY_PRESET, eval_per_level=3).digest() != TINY_PRESET.digest()
+    assert replace(TINY_PRESET, slip_prob=0.0).digest() != TINY_PRESET.digest()
