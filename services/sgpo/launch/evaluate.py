@@ -1,4 +1,4 @@
-"""Held-out evaluation of the policy the generator is serving: greedy answers, verified, accuracy by difficulty."""
+"""Held-out evaluation of the policy the generator is serving: answers (greedy or avg@k), verified, accuracy by difficulty."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def evaluate_served_policy(
     samples: int = 1,
     temperature: float = 0.0,
 ) -> dict[str, Any]:
-    """Accuracy per level (and overall) of whatever the generator serves now, plus the versions seen.
+    """Accuracy per level (and overall), mean completion length in tokens, and the policy versions seen, of
+    whatever the generator serves now.
 
     Greedy by default; with `temperature` > 0 the mean over `samples` completions per problem (avg@k), seeded
     so that two evaluations of the same weights agree.
@@ -47,6 +48,7 @@ def evaluate_served_policy(
     correct: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
     versions: set[int] = set()
+    tokens = 0
     t0 = time.perf_counter()
     sampling = common_pb2.SamplingParams(
         n=samples, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=0
@@ -59,6 +61,7 @@ def evaluate_served_policy(
         )
         pairs = [(it, c) for it, r in zip(chunk, gen.results, strict=True) for c in r.completions]
         versions.update(c.policy_version for _, c in pairs)
+        tokens += sum(len(c.token_ids) for _, c in pairs)
         ver = verifier.Verify(
             verifier_pb2.VerifyRequest(
                 items=[verifier_pb2.VerifyItem(gold=it.answer, pred=c.text) for it, c in pairs]
@@ -73,6 +76,7 @@ def evaluate_served_policy(
         "accuracy": {lv: correct[lv] / total[lv] for lv in levels},
         "overall": sum(correct.values()) / max(1, sum(total.values())),
         "n": sum(total.values()),
+        "mean_tokens": tokens / max(1, sum(total.values())),
         "policy_versions": sorted(versions),
         "seconds": time.perf_counter() - t0,
     }

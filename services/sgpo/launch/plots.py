@@ -67,8 +67,14 @@ def plot_run(run_dir: Path, window: int = 16) -> list[Path]:
                 x, [e["accuracy"].get(lv, float("nan")) for e in evals], marker="o", ms=3, label=f"{lv} steps"
             )
         ax.plot(x, [e["overall"] for e in evals], color="black", lw=2, label="overall")
+    kind = "greedy"
+    if evals and evals[-1].get("temperature", 0) > 0:
+        kind = f"avg@{evals[-1]['samples']}, T={evals[-1]['temperature']:g}"
     ax.set(
-        title="Held-out greedy accuracy by difficulty", xlabel="trainer step", ylabel="accuracy", ylim=(0, 1)
+        title=f"Held-out accuracy ({kind}) by difficulty",
+        xlabel="trainer step",
+        ylabel="accuracy",
+        ylim=(0, 1),
     )
     ax.legend(loc="best", fontsize=7, ncol=2)
     fig.tight_layout()

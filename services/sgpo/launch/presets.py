@@ -23,7 +23,11 @@ class TrainPreset:
     train_per_level: int
     """RL prompts per difficulty level."""
     eval_per_level: int
-    """Held-out prompts per difficulty level for the periodic greedy evaluation."""
+    """Held-out prompts per difficulty level for the periodic evaluation."""
+    eval_samples: int
+    """Completions per held-out prompt; held-out accuracy is their mean (avg@k)."""
+    eval_temperature: float
+    """Sampling temperature of the held-out evaluation (0: greedy, one completion per prompt)."""
     eval_every: int
     """Evaluate every this many trainer steps (and at the start and the end)."""
     checkpoint_every: int
@@ -37,12 +41,14 @@ TINY = TrainPreset(
     steps=60,
     batch_groups=16,
     group_size=8,
-    lr=2e-4,
+    lr=3e-4,
     max_tokens=160,
     temperature=1.0,
     train_per_level=2000,
     eval_per_level=100,
-    eval_every=10,
+    eval_samples=4,
+    eval_temperature=1.0,
+    eval_every=20,
     checkpoint_every=10,
     max_policy_lag=1,
 )

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset>-<algo>-s<seed>-<time>)")
     p.add_argument(
         "--eval-every", type=int, help="evaluate held-out accuracy every K steps (default: the preset's)"
+    )
+    p.add_argument(
+        "--eval-samples",
+        type=int,
+        help="completions per held-out prompt; accuracy is their mean, avg@k (default: the preset's, 4)",
+    )
+    p.add_argument(
+        "--eval-temperature",
+        type=float,
+        help="sampling temperature of the held-out evaluation; 0 is greedy with one completion "
+        "(default: the preset's, 1.0, the rollout temperature)",
     )
     p.add_argument(
         "--policy", type=Path, help="initial policy folder (default: the preset's pretrained policy)"
@@ -241,6 +253,18 @@ def run(args: argparse.Namespace) -> int:
     if eval_every < 1:
         console.print(f"[red]error:[/] --eval-every must be >= 1; got {eval_every}")
         return 2
+    if args.eval_samples is not None:
+        if args.eval_samples < 1:
+            console.print(f"[red]error:[/] --eval-samples must be >= 1; got {args.eval_samples}")
+            return 2
+        preset = replace(preset, eval_samples=args.eval_samples)
+    if args.eval_temperature is not None:
+        if not args.eval_temperature >= 0:
+            console.print(f"[red]error:[/] --eval-temperature must be >= 0; got {args.eval_temperature}")
+            return 2
+        preset = replace(preset, eval_temperature=args.eval_temperature)
+    if preset.eval_temperature == 0:
+        preset = replace(preset, eval_samples=1)
     if args.max_sampled is not None and args.max_sampled < 1:
         console.print(f"[red]error:[/] --max-sampled must be >= 1; got {args.max_sampled}")
         return 2
@@ -362,6 +386,10 @@ class TrainRun:
             )
             log.info("generator restarted; reloaded %s", latest)
 
+    def _eval_kind(self) -> str:
+        p = self.preset
+        return "greedy" if p.eval_temperature == 0 else f"avg@{p.eval_samples}, T={p.eval_temperature:g}"
+
     def _evaluate(self, step: int, eval_path: Path, doc: dict[str, Any]) -> dict[str, Any]:
         from sgpo.launch.evaluate import evaluate_served_policy, load_eval_items
 
@@ -372,15 +400,21 @@ class TrainRun:
                 load_eval_items(eval_path),
                 doc["orchestrator"]["prompt_template"],
                 doc["orchestrator"]["sampling"]["max_tokens"],
+                samples=self.preset.eval_samples,
+                temperature=self.preset.eval_temperature,
             )
         result["step"] = step
+        result["samples"], result["temperature"] = self.preset.eval_samples, self.preset.eval_temperature
         self.monitor.poll()
         result["sampled"] = self.monitor.sampled_at(step, self.preset.batch_groups)
         self.evals.append(result)
         with (self.run_dir / "eval.jsonl").open("a") as f:
             f.write(json.dumps(result) + "\n")
         accs = "  ".join(f"{lv}:{a:.2f}" for lv, a in result["accuracy"].items())
-        self.console.print(f"eval @ step {step:>4}: overall {result['overall']:.3f} | by steps {accs}")
+        self.console.print(
+            f"eval @ step {step:>4}: overall {result['overall']:.3f} | by steps {accs} | "
+            f"{result['mean_tokens']:.0f} tokens/answer"
+        )
         return result
 
     def _follow(self, eval_path: Path, doc: dict[str, Any]) -> None:
@@ -540,7 +574,7 @@ class TrainRun:
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if self.evals:
-            table = Table(title="Held-out greedy accuracy by number of steps")
+            table = Table(title=f"Held-out accuracy ({self._eval_kind()}) by number of steps")
             levels = list(self.evals[-1]["accuracy"])
             for col in ("step", *levels, "overall"):
                 table.add_column(col, justify="right")
