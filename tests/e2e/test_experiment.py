@@ -39,7 +39,8 @@ def test_online_study_runs_resumes_and_aggregates(tmp_path: Path) -> None:
     out = tmp_path / "exp"
     cmd = sgpo_cmd(
         "experiment", "online", "--out", str(out), "--algos", "sgpo", "--seeds", "0",
-        "--max-sampled", "256", "--eval-every", "1", "--policy", str(policy), "--config", str(extra),
+        "--max-sampled", "256", "--eval-every", "1", "--eval-temperature", "0", "--policy", str(policy),
+        "--config", str(extra),
     )  # fmt: skip
 
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -51,6 +52,9 @@ def test_online_study_runs_resumes_and_aggregates(tmp_path: Path) -> None:
     assert summary["interrupted"] is False and summary["steps"] == 2
     evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 1, 2] and evals[-1]["sampled"] == 256
+    assert all(
+        e["temperature"] == 0 and e["samples"] == 1 for e in evals
+    )  # the study's evaluation reached it
     assert "max_tokens = 24" in (run_dir / "run.toml").read_text()  # the extra config reached the run
     assert not (tmp_path / "empty-cache").exists()
 

@@ -126,6 +126,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             default=DEFAULT_EVAL_EVERY,
             help=f"held-out evaluation every K trainer steps, same for every run (default: {DEFAULT_EVAL_EVERY})",
         )
+        s.add_argument(
+            "--eval-samples",
+            type=int,
+            help="held-out completions per prompt, same for every run (sgpo train --eval-samples; default: "
+            "the preset's)",
+        )
+        s.add_argument(
+            "--eval-temperature",
+            type=float,
+            help="held-out sampling temperature, 0 greedy (sgpo train --eval-temperature; default: the preset's)",
+        )
         s.add_argument("--policy", type=Path, help="initial policy folder (default: the cached tiny policy)")
         s.add_argument(
             "--config", type=Path, help="TOML merged into every run's config (e.g. a learning rate); copied"
@@ -293,11 +304,17 @@ def plan_study(args: argparse.Namespace, policy: Path) -> Study:
     extra: dict[str, Any] = tomllib.loads(args.config.read_text()) if args.config is not None else {}
     if args.eval_every < 1:
         raise ValueError(f"--eval-every must be >= 1; got {args.eval_every}")
+    if getattr(args, "eval_samples", None) is not None and args.eval_samples < 1:
+        raise ValueError(f"--eval-samples must be >= 1; got {args.eval_samples}")
+    if getattr(args, "eval_temperature", None) is not None and not args.eval_temperature >= 0:
+        raise ValueError(f"--eval-temperature must be >= 0; got {args.eval_temperature}")
     notes: list[str] = []
     params: dict[str, Any] = {
         "preset": args.preset,
         "seeds": list(args.seeds),
         "eval_every": args.eval_every,
+        "eval_samples": getattr(args, "eval_samples", None),
+        "eval_temperature": getattr(args, "eval_temperature", None),
         "policy": str(policy),
         "config": extra,
     }
@@ -322,6 +339,10 @@ def plan_study(args: argparse.Namespace, policy: Path) -> Study:
         ]
         if getattr(args, "train_levels", None):
             argv += ["--levels", ",".join(map(str, args.train_levels))]
+        if getattr(args, "eval_samples", None) is not None:
+            argv += ["--eval-samples", str(args.eval_samples)]
+        if getattr(args, "eval_temperature", None) is not None:
+            argv += ["--eval-temperature", repr(args.eval_temperature)]
         config = _toml(doc) if doc else None
         if config is not None:
             argv += ["--config", str(out / "configs" / f"{name}.toml")]

@@ -27,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
+    from sgpo.common.ports import free_port
     from sgpo.common.settings import load_config
-    from sgpo.launch.cluster import EmbeddedRedis, LocalCluster, ServiceSpec, free_port
+    from sgpo.launch.cluster import EmbeddedRedis, LocalCluster, ServiceSpec
     from sgpo.launch.presets import TRAIN_PRESETS
     from sgpo.launch.train import build_run_config, write_datasets
     from sgpo.orchestrator.clients import Clients

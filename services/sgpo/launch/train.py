@@ -302,8 +302,9 @@ class TrainRun:
     def execute(self) -> int:
         import tomli_w
 
+        from sgpo.common.ports import free_port
         from sgpo.common.settings import ConfigError
-        from sgpo.launch.cluster import EmbeddedRedis, LocalCluster, free_port
+        from sgpo.launch.cluster import EmbeddedRedis, LocalCluster
         from sgpo.tasks.tiny import ensure_tiny_policy
 
         console, run_dir = self.console, self.run_dir

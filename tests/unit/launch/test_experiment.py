@@ -124,6 +124,21 @@ def test_train_levels_reach_every_run_and_offline_has_none(tmp_path: Path) -> No
         parse("offline", "--out", str(tmp_path / "e"), "--train-levels", "5,6")
 
 
+def test_evaluation_options_reach_every_run_and_the_study_params(tmp_path: Path) -> None:
+    for study in ("online", "offline", "noise"):
+        args = parse(
+            study, "--out", str(tmp_path / study), "--eval-samples", "8", "--eval-temperature", "0.6"
+        )
+        plan = plan_study(args, POLICY)
+        assert plan.params["eval_samples"] == 8 and plan.params["eval_temperature"] == 0.6
+        for r in plan.runs:
+            argv = list(r.argv)
+            assert argv[argv.index("--eval-samples") + 1] == "8", r.argv
+            assert argv[argv.index("--eval-temperature") + 1] == "0.6", r.argv
+    default = plan_study(parse("online", "--out", str(tmp_path / "d")), POLICY)
+    assert all("--eval-samples" not in r.argv for r in default.runs)  # the preset's evaluation
+
+
 def test_extra_config_is_merged_into_every_run(tmp_path: Path) -> None:
     extra = tmp_path / "lr.toml"
     extra.write_text("[trainer]\nlr = 0.001\n")
@@ -189,6 +204,8 @@ def test_dry_run_prints_the_commands_and_writes_nothing(
         ["online", "--max-sampled", "0"],  # no budget needs a step cap
         ["online", "--max-sampled", "-5"],
         ["online", "--eval-every", "0"],
+        ["online", "--eval-samples", "0"],
+        ["noise", "--eval-temperature", "-1"],
         ["offline", "--epochs", "0"],
     ],
 )
