@@ -58,9 +58,9 @@ class TinyPreset:
     transition that comes sooner on short problems; longer chains then give more arithmetic per token."""
     slip_prob: float = 0.1
     """The SFT teacher is sloppy: each step's result is off by 1 or 2 with this probability (later steps carry
-    on from the slipped value; `arith.sloppy_solution`). The pretrained policy then slips at about this rate
-    when sampling, like the stylized model's per-step error probability, and RL can teach it care that carries
-    over to problems it has never seen. With a careful teacher its errors were confident, problem-specific
+    on from the slipped value; `arith.sloppy_solution`). The pretrained policy then slips when sampling (more
+    often than its teacher: 0.72 sampled against 0.98 greedy accuracy at one step), like the stylized model's
+    per-step error, and RL can teach it care that carries over to problems it has never seen. With a careful teacher its errors were confident, problem-specific
     arithmetic mistakes that every sample of a group repeated, and RL did not raise held-out accuracy
     (docs/results.md)."""
     batch_size: int = 32
