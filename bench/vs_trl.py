@@ -4,7 +4,9 @@ TRL is installed only in the benchmark's own environment (a venv that sees the s
 uses the project's torch and the editable `sgpo`); never into the global one:
 
     python -m venv --system-site-packages /tmp/trlenv
-    /tmp/trlenv/bin/pip install trl==1.16.0      # pulls accelerate, datasets; must keep torch 2.13.0+cpu
+    /tmp/trlenv/bin/pip install trl==1.16.0      # pulls accelerate, datasets (and may pull a CUDA torch:)
+    /tmp/trlenv/bin/pip install torch==2.13.0    # back to the project's CPU build
+    /tmp/trlenv/bin/pip install -e .             # sgpo and its dependencies into the same venv
     /tmp/trlenv/bin/python bench/vs_trl.py          # preset shapes (16 prompts x 8, 160 tokens), 20 steps
     /tmp/trlenv/bin/python bench/vs_trl.py --steps 3 --batch-groups 2 --group-size 4 --max-tokens 32   # smoke
 
