@@ -93,10 +93,10 @@ class TrainerConfig(ServiceConfig):
     keep_checkpoints: int = Field(2, ge=1)
     """Checkpoints kept on disk; older ones are deleted after a new one is durable."""
     publish_every: int = Field(1, ge=1)
+    """Publish weights (run_dir/weights/v{step}/) every this many steps."""
     pause_every: int = Field(0, ge=0)
     """Pause after every step that is a multiple of this (0: never) until a Resume call: `sgpo train` sets it
     to its evaluation interval, so no evaluation is skipped when training outpaces the launcher."""
-    """Publish weights (run_dir/weights/v{step}/) every this many steps."""
     keep_weights: int = Field(3, ge=1)
     """Published weight folders kept; a generator may still be loading an older one."""
     generator_target: str = ""
