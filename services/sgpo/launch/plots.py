@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any
 
 
+def eval_kind(samples: int, temperature: float) -> str:
+    """How held-out accuracy was measured, for tables and plot titles: "greedy" or "avg@k, T=t"."""
+    return "greedy" if temperature == 0 else f"avg@{samples}, T={temperature:g}"
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -67,9 +72,8 @@ def plot_run(run_dir: Path, window: int = 16) -> list[Path]:
                 x, [e["accuracy"].get(lv, float("nan")) for e in evals], marker="o", ms=3, label=f"{lv} steps"
             )
         ax.plot(x, [e["overall"] for e in evals], color="black", lw=2, label="overall")
-    kind = "greedy"
-    if evals and evals[-1].get("temperature", 0) > 0:
-        kind = f"avg@{evals[-1]['samples']}, T={evals[-1]['temperature']:g}"
+    last = evals[-1] if evals else {}
+    kind = eval_kind(last.get("samples", 1), last.get("temperature", 0.0))  # runs before avg@k: greedy
     ax.set(
         title=f"Held-out accuracy ({kind}) by difficulty",
         xlabel="trainer step",

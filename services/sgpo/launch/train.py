@@ -387,10 +387,6 @@ class TrainRun:
             )
             log.info("generator restarted; reloaded %s", latest)
 
-    def _eval_kind(self) -> str:
-        p = self.preset
-        return "greedy" if p.eval_temperature == 0 else f"avg@{p.eval_samples}, T={p.eval_temperature:g}"
-
     def _evaluate(self, step: int, eval_path: Path, doc: dict[str, Any]) -> dict[str, Any]:
         from sgpo.launch.evaluate import evaluate_served_policy, load_eval_items
 
@@ -550,7 +546,7 @@ class TrainRun:
     def _finish(self, interrupted: bool) -> None:
         from rich.table import Table
 
-        from sgpo.launch.plots import plot_run, read_jsonl
+        from sgpo.launch.plots import eval_kind, plot_run, read_jsonl
 
         pngs = plot_run(self.run_dir)
         groups = read_jsonl(self.run_dir / "groups.jsonl")
@@ -575,7 +571,8 @@ class TrainRun:
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if self.evals:
-            table = Table(title=f"Held-out accuracy ({self._eval_kind()}) by number of steps")
+            kind = eval_kind(self.preset.eval_samples, self.preset.eval_temperature)
+            table = Table(title=f"Held-out accuracy ({kind}) by number of steps")
             levels = list(self.evals[-1]["accuracy"])
             for col in ("step", *levels, "overall"):
                 table.add_column(col, justify="right")
