@@ -58,8 +58,8 @@ def _batches(
     problems: Iterator[ArithProblem],
     tokenizer: Any,
     batch_size: int,
-    slip_prob: float = 0.0,
-    slip_rng: random.Random | None = None,
+    slip_prob: float,
+    slip_rng: random.Random,
 ) -> Iterator[tuple[Any, Any, Any]]:
     """(input_ids, attention_mask, labels) batches; loss only on the solution and <eos>.
 
@@ -77,8 +77,8 @@ def _batches(
         for _ in range(batch_size):
             p = next(problems)
             prompt = tokenizer(format_prompt(p.problem))["input_ids"]
-            target = sloppy_solution(p, slip_rng, slip_prob) if slip_rng is not None else p.solution
-            full = tokenizer(format_prompt(p.problem) + target)["input_ids"] + [eos]
+            full = tokenizer(format_prompt(p.problem) + sloppy_solution(p, slip_rng, slip_prob))["input_ids"]
+            full.append(eos)
             rows.append((full, len(prompt)))
         rows.sort(key=lambda r: len(r[0]))  # shortest first: the row order every pretrained policy has used
         width = len(rows[-1][0])
