@@ -296,7 +296,7 @@ def plan_study(args: argparse.Namespace, policy: Path) -> Study:
     import tomllib
 
     from sgpo.launch.presets import TRAIN_PRESETS
-    from sgpo.launch.train import deep_merge
+    from sgpo.launch.train import deep_merge, eval_options_error
 
     preset = TRAIN_PRESETS[args.preset]
     out = args.out.resolve()
@@ -304,10 +304,9 @@ def plan_study(args: argparse.Namespace, policy: Path) -> Study:
     extra: dict[str, Any] = tomllib.loads(args.config.read_text()) if args.config is not None else {}
     if args.eval_every < 1:
         raise ValueError(f"--eval-every must be >= 1; got {args.eval_every}")
-    if getattr(args, "eval_samples", None) is not None and args.eval_samples < 1:
-        raise ValueError(f"--eval-samples must be >= 1; got {args.eval_samples}")
-    if getattr(args, "eval_temperature", None) is not None and not args.eval_temperature >= 0:
-        raise ValueError(f"--eval-temperature must be >= 0; got {args.eval_temperature}")
+    problem = eval_options_error(getattr(args, "eval_samples", None), getattr(args, "eval_temperature", None))
+    if problem:
+        raise ValueError(problem)
     notes: list[str] = []
     params: dict[str, Any] = {
         "preset": args.preset,

@@ -240,6 +240,15 @@ class Monitor:
         return int(self.groups[n - 1]["sampled"])
 
 
+def eval_options_error(samples: int | None, temperature: float | None) -> str | None:
+    """What is wrong with --eval-samples / --eval-temperature (None: not given, or fine)."""
+    if samples is not None and samples < 1:
+        return f"--eval-samples must be >= 1; got {samples}"
+    if temperature is not None and not temperature >= 0:
+        return f"--eval-temperature must be >= 0; got {temperature}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -253,15 +262,13 @@ def run(args: argparse.Namespace) -> int:
     if eval_every < 1:
         console.print(f"[red]error:[/] --eval-every must be >= 1; got {eval_every}")
         return 2
+    problem = eval_options_error(args.eval_samples, args.eval_temperature)
+    if problem:
+        console.print(f"[red]error:[/] {problem}")
+        return 2
     if args.eval_samples is not None:
-        if args.eval_samples < 1:
-            console.print(f"[red]error:[/] --eval-samples must be >= 1; got {args.eval_samples}")
-            return 2
         preset = replace(preset, eval_samples=args.eval_samples)
     if args.eval_temperature is not None:
-        if not args.eval_temperature >= 0:
-            console.print(f"[red]error:[/] --eval-temperature must be >= 0; got {args.eval_temperature}")
-            return 2
         preset = replace(preset, eval_temperature=args.eval_temperature)
     if preset.eval_temperature == 0:
         preset = replace(preset, eval_samples=1)
