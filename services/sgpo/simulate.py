@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sgpo.core import AlgoConfig, compute_colored_reward, compute_group_scores, compute_rts
+from sgpo.core import AlgoConfig, StepJudgement, get_algorithm
 from sgpo.core.types import VerdictStatus
 
 HELP = "simulate the stylized K-step model: updates GRPO vs SGPO need to reach 50%% and 90%% success"
@@ -44,7 +44,8 @@ def run_curve(algo: SimAlgo, k: int, seed: int, cfg: SimConfig) -> list[float]:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    algo_cfg = AlgoConfig(algo=algo, group_size=cfg.group_size)
+    algorithm = get_algorithm(AlgoConfig(algo=algo, group_size=cfg.group_size, rts_unit="steps"))
+    step_texts = tuple(f"step {i}" for i in range(k))  # rts in steps: only their number matters
     p_step = cfg.initial_success ** (1.0 / k)
     theta = np.full(k, math.log(p_step / (1.0 - p_step)))
     curve = [success_probability(theta.tolist())]
@@ -58,15 +59,8 @@ def run_curve(algo: SimAlgo, k: int, seed: int, cfg: SimConfig) -> list[float]:
         for g in range(cfg.groups_per_update):
             errs = first_error[g * cfg.group_size : (g + 1) * cfg.group_size].tolist()
             statuses: list[VerdictStatus] = ["correct" if e == -1 else "wrong" for e in errs]
-            colored = [
-                None
-                if e == -1
-                else compute_colored_reward(
-                    compute_rts([1] * k, e), beta=algo_cfg.beta, gamma=algo_cfg.gamma, r_max=algo_cfg.r_max
-                )
-                for e in errs
-            ]
-            scores = compute_group_scores(statuses, colored, algo_cfg)
+            judgements = [None if e == -1 else StepJudgement("ok", step_texts, e) for e in errs]
+            scores = algorithm.score(statuses, judgements)
             for e, a in zip(errs, scores.advantages, strict=True):
                 if a == 0.0:
                     continue

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sgpo.core import judgement_rts
 from sgpo.judge.config import CascadeBackend, JudgeConfig, LlmBackend
 from sgpo.judge.judge import build_judge
 from sgpo.judge.metrics import JudgeMetrics
@@ -140,7 +141,7 @@ def test_well_formed_reply_and_the_request_it_answers(llm: ScriptedLLM) -> None:
     judge = build_judge(JudgeConfig(backend=llm_cfg(llm.url)), metrics)
     j = judge_one(judge, "ok:1", reference="3 * 12 = 36, 36 - 5 = 31")
     assert (j.status, j.first_error_step, j.backend) == ("ok", 1, "llm")
-    assert j.rts == pytest.approx(len(STEPS[0]) / sum(map(len, STEPS)))
+    assert judgement_rts(j, "tokens") == pytest.approx(len(STEPS[0]) / sum(map(len, STEPS)))
     body = llm.requests["ok:1"][0]
     prompt = body["messages"][0]["content"]
     assert body["model"] == "critic" and body["temperature"] == 0.0
@@ -184,7 +185,7 @@ def test_bad_replies_fail_without_inventing_an_index(llm: ScriptedLLM, script: s
     judge = build_judge(JudgeConfig(backend=llm_cfg(llm.url)), metrics)
     j = judge_one(judge, script)
     assert j.status == "failed" and reason in j.reason
-    assert (j.rts, j.reward, j.steps) == (0.0, 0.0, STEPS)
+    assert (j.step_lengths, j.steps) == ((), STEPS)
     assert llm.count(script) == 1  # not retried: asking again would get the same answer
     assert (
         metrics.registry.get_sample_value(

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from sgpo.common.convert import judgement_from_pb
-from sgpo.v1 import common_pb2, judge_pb2, judge_pb2_grpc
+from sgpo.core import ColoringParams, compute_colored_reward, judgement_rts
+from sgpo.v1 import judge_pb2, judge_pb2_grpc
 from tests.support import ServiceProcess, free_port, run_service, sgpo_cmd
 
 pytestmark = pytest.mark.integration
@@ -79,6 +80,9 @@ def test_grpc_judges_a_group(judge: Judge) -> None:
     assert got[1] and "where the reference does '12 * 3 = 36'" in got[1].reason
     assert got[2] and "where the reference does '7 + 5 = 12'" in got[2].reason  # another problem's steps
     assert got[0] and "characters" not in got[0].reason and got[1] and "characters" in got[1].reason
+    # The judge measures, core scores: token counts with offsets (one per character here), else characters.
+    assert got[0] and sum(got[0].step_lengths) == len(SLIP)
+    assert got[2] and got[2].step_lengths == (9, 10, 5)
 
 
 def test_http_and_grpc_give_the_same_judgements(judge: Judge) -> None:
@@ -86,14 +90,21 @@ def test_http_and_grpc_give_the_same_judgements(judge: Judge) -> None:
     r = judge.http.post("/v1/judge", json={**HTTP_BODY, "coloring": coloring}, headers={"X-API-Key": KEY})
     assert r.status_code == 200, r.text
     via_http = r.json()["judgements"]
-    resp = judge.stub.Judge(grpc_request(coloring=common_pb2.ColoringParams(**coloring)), timeout=30)
+    resp = judge.stub.Judge(grpc_request(), timeout=30)
+    params = ColoringParams(**coloring)  # type: ignore[arg-type]
     for h, g in zip(via_http, resp.judgements, strict=True):
         assert (h["first_error_step"], h["steps"], h["reason"]) == (
             g.first_error_step,
             list(g.steps),
             g.reason,
         )
-        assert h["rts"] == pytest.approx(g.rts) and h["reward"] == pytest.approx(g.reward)
+        # HTTP's rts and reward are sgpo.core's, applied to what gRPC callers get.
+        j = judgement_from_pb(g)
+        assert j is not None
+        rts = judgement_rts(j, params.rts_unit)
+        assert h["rts"] == pytest.approx(rts) and h["reward"] == pytest.approx(
+            compute_colored_reward(rts, params)
+        )
     assert via_http[0]["rts"] == pytest.approx(1 / 4)  # steps: 1 of 4 before the error
     # Bearer works too, and a partial coloring takes the server's defaults for the rest.
     r = judge.http.post(
@@ -198,10 +209,11 @@ def test_grpc_errors_map_to_status_codes(judge: Judge) -> None:
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_request_bytes" in str(
         e.value.details()
     )
-    bad_coloring = common_pb2.ColoringParams(beta=0.0, gamma=0.5, r_max=0.5, rts_unit="tokens")
     with pytest.raises(grpc.RpcError) as e:
-        judge.stub.Judge(grpc_request(coloring=bad_coloring), timeout=30)
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "coloring.beta" in str(e.value.details())
+        judge.stub.Judge(
+            judge_pb2.JudgeRequest(problem="p", items=[judge_pb2.JudgeItem(response="a", steps=["a"])])
+        )
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "items[0]" in str(e.value.details())
 
 
 def test_health_openapi_and_metrics(judge: Judge) -> None:

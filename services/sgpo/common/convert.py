@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import cast
 
 from sgpo.core.types import (
@@ -73,8 +74,7 @@ def judgement_to_pb(j: StepJudgement | None) -> pb.StepJudgement:
         status=_JUDGE_TO_PB[j.status],
         steps=j.steps,
         first_error_step=j.first_error_step,
-        rts=j.rts,
-        reward=j.reward,
+        step_lengths=j.step_lengths,
         reason=j.reason,
         backend=j.backend,
     )
@@ -83,15 +83,35 @@ def judgement_to_pb(j: StepJudgement | None) -> pb.StepJudgement:
 def judgement_from_pb(m: pb.StepJudgement) -> StepJudgement | None:
     if m.status == pb.JUDGE_STATUS_UNSPECIFIED:
         return None
+    if m.status not in _JUDGE_FROM_PB:
+        raise ValueError(f"judgement status {m.status} is not ok/failed")
+    lengths = tuple(m.step_lengths)
+    if not lengths and m.status == pb.JUDGE_STATUS_OK and m.steps:
+        lengths = lengths_for_legacy_rts(m.legacy_rts, len(m.steps), m.first_error_step)
     return StepJudgement(
         status=_JUDGE_FROM_PB[m.status],
         steps=tuple(m.steps),
         first_error_step=m.first_error_step,
-        rts=m.rts,
-        reward=m.reward,
+        step_lengths=lengths,
         reason=m.reason,
         backend=m.backend,
     )
+
+
+def lengths_for_legacy_rts(rts: float, n_steps: int, first_error_step: int) -> tuple[int, ...]:
+    """Step lengths whose rts (sgpo.core.compute_rts) is exactly `rts`, for judgements recorded with an rts but
+    no step lengths. rts was a ratio of integers below 10**7 (tokens or characters), so it is recovered exactly.
+    Measured in steps (rts_unit = "steps") only the step count and first error matter, which are kept."""
+    prefix = n_steps - 1 if first_error_step == -1 else first_error_step
+    if not 0 <= prefix < n_steps:
+        raise ValueError(f"first_error_step {first_error_step} is out of range for {n_steps} steps")
+    ratio = Fraction(min(max(rts, 0.0), 1.0)).limit_denominator(10**7)
+    head, total = ratio.numerator, ratio.denominator
+    if prefix == 0:
+        return (1,) * n_steps  # nothing precedes the first error: rts 0 whatever the lengths
+    lengths = [0] * n_steps
+    lengths[0], lengths[prefix] = head, total - head
+    return tuple(lengths)
 
 
 def group_to_pb(g: Group) -> pb.Group:

@@ -1,37 +1,44 @@
-"""The SGPO algorithm, pure and light (no torch, no I/O): records, advantages, coloring, step splitting.
+"""The SGPO algorithm, pure and light (no torch, no I/O): records, algorithms, coloring, step splitting.
 
-Every service computes rewards and advantages through these functions, and so does `sgpo simulate`.
+Every scoring decision lives here: `algos` (which completions are judged; rewards, advantages, keep/drop per
+algorithm), `coloring` (rts and the colored reward from a judge's first error and step lengths),
+`advantages` (group statistics), `config` (AlgoConfig, ColoringParams). Every service, and `sgpo simulate`,
+scores through these.
 """
 
 from sgpo.core.advantages import (
     classify_group,
     compute_group_advantages,
-    is_all_negative,
     keep_for_dynamic_sampling,
     validate_rewards,
 )
-from sgpo.core.coloring import (
-    ScoredGroup,
-    compute_colored_reward,
-    compute_group_scores,
-    compute_rts,
+from sgpo.core.algos import (
+    ALGORITHMS,
+    Algorithm,
+    GroupScore,
+    get_algorithm,
     select_for_coloring,
 )
-from sgpo.core.config import AlgoConfig, ColorScope, LossAgg, RtsUnit
+from sgpo.core.coloring import compute_colored_reward, compute_rts, judgement_rts
+from sgpo.core.config import AlgoConfig, ColoringParams, ColorScope, LossAgg, RtsUnit
 from sgpo.core.errors import InvalidInputError
 from sgpo.core.steps import SplitMode, Step, compute_step_token_counts, split_steps
-from sgpo.core.types import Completion, Group, GroupKind, StepJudgement, Verdict, VerdictStatus
+from sgpo.core.types import Algo, Completion, Group, GroupKind, StepJudgement, Verdict, VerdictStatus
 
 __all__ = [
+    "ALGORITHMS",
+    "Algo",
     "AlgoConfig",
+    "Algorithm",
     "ColorScope",
+    "ColoringParams",
     "Completion",
     "Group",
     "GroupKind",
+    "GroupScore",
     "InvalidInputError",
     "LossAgg",
     "RtsUnit",
-    "ScoredGroup",
     "SplitMode",
     "Step",
     "StepJudgement",
@@ -40,10 +47,10 @@ __all__ = [
     "classify_group",
     "compute_colored_reward",
     "compute_group_advantages",
-    "compute_group_scores",
     "compute_rts",
     "compute_step_token_counts",
-    "is_all_negative",
+    "get_algorithm",
+    "judgement_rts",
     "keep_for_dynamic_sampling",
     "select_for_coloring",
     "split_steps",

@@ -62,10 +62,6 @@ def classify_group(statuses: Sequence[VerdictStatus]) -> GroupKind:
     return "all_positive" if wrong == 0 else "mixed"
 
 
-def is_all_negative(statuses: Sequence[VerdictStatus]) -> bool:
-    return classify_group(statuses) == "all_negative"
-
-
 def keep_for_dynamic_sampling(statuses: Sequence[VerdictStatus]) -> bool:
     """DAPO's filter: keep a group only if its accuracy is strictly between 0 and 1.
 

@@ -15,10 +15,9 @@ VerdictStatus = Literal["correct", "wrong", "unscorable"]
 JudgeStatus = Literal["ok", "failed"]
 GroupKind = Literal["all_negative", "all_positive", "mixed", "unscorable"]
 FinishReason = Literal["stop", "length", "abort"]
-Algo = Literal["sgpo", "grpo", "dapo"]
+Algo = Literal["sgpo", "grpo", "drgrpo", "dapo"]
 
 VERDICT_STATUSES: tuple[VerdictStatus, ...] = ("correct", "wrong", "unscorable")
-GROUP_KINDS: tuple[GroupKind, ...] = ("all_negative", "all_positive", "mixed", "unscorable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +57,27 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class StepJudgement:
-    """The judge's reading of one wrong response: its steps and the first wrong one (-1: none found)."""
+    """The judge's reading of one wrong response: its steps, the first wrong one (-1: none found) and the
+    measured length of each step (tokens when the response's token offsets were given, else characters).
+
+    No steps (an empty response): nothing precedes the first error. rts and the colored reward are not
+    stored here: `sgpo.core.coloring.judgement_rts` and `compute_colored_reward` derive them with the
+    run's ColoringParams.
+    """
 
     status: JudgeStatus
     steps: tuple[str, ...] = ()
     first_error_step: int = -1
-    rts: float = 0.0
-    reward: float = 0.0
+    step_lengths: tuple[int, ...] = ()
     reason: str = ""
     backend: str = ""
+
+    def __post_init__(self) -> None:
+        if self.step_lengths and len(self.step_lengths) != len(self.steps):
+            raise InvalidInputError(
+                "step_lengths",
+                f"needs one length per step or none; got {len(self.step_lengths)} for {len(self.steps)} steps",
+            )
 
 
 @dataclass(frozen=True, slots=True)

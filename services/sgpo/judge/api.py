@@ -26,11 +26,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sgpo import __version__
 from sgpo.common.server import ResourceExhaustedError, ServiceError
-from sgpo.core import InvalidInputError, StepJudgement
-from sgpo.core.coloring import MAX_BETA
+from sgpo.core import ColoringParams, InvalidInputError, StepJudgement, compute_colored_reward, judgement_rts
+from sgpo.core.config import MAX_BETA
 from sgpo.judge.config import JudgeConfig
 from sgpo.judge.state import JudgeState
-from sgpo.judge.types import ColoringParams, JudgeItem
+from sgpo.judge.types import JudgeItem
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,14 @@ class JudgeItemIn(BaseModel):
 
 
 class ColoringIn(BaseModel):
-    """Coloring parameters; a field left out takes the server's [algo] default."""
+    """Coloring parameters; a field left out takes the server's [algo] default. Checked by
+    `sgpo.core.ColoringParams` (the one definition of their bounds), errors naming `coloring.<field>`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    beta: float | None = Field(None, gt=0.0, le=MAX_BETA, description="Steepness of the sigmoid.")
-    gamma: float | None = Field(None, ge=0.0, le=1.0, description="rts at which the reward is r_max / 2.")
-    r_max: float | None = Field(None, gt=0.0, lt=1.0, description="Upper bound of colored rewards (< 1).")
+    beta: float | None = Field(None, description=f"Steepness of the sigmoid, in (0, {MAX_BETA:g}].")
+    gamma: float | None = Field(None, description="rts at which the reward is r_max / 2, in [0, 1].")
+    r_max: float | None = Field(None, description="Upper bound of colored rewards, in (0, 1).")
     rts_unit: Literal["tokens", "steps"] | None = Field(
         None, description="Measure the prefix in tokens or steps."
     )
@@ -98,13 +99,15 @@ class StepJudgementOut(BaseModel):
     backend: str
 
     @classmethod
-    def of(cls, j: StepJudgement) -> StepJudgementOut:
+    def of(cls, j: StepJudgement, coloring: ColoringParams) -> StepJudgementOut:
+        """rts and reward by sgpo.core with the request's coloring (0 for a failed judgement, as before)."""
+        rts = judgement_rts(j, coloring.rts_unit) if j.status == "ok" else 0.0
         return cls(
             status=j.status,
             steps=list(j.steps),
             first_error_step=j.first_error_step,
-            rts=j.rts,
-            reward=j.reward,
+            rts=rts,
+            reward=compute_colored_reward(rts, coloring) if j.status == "ok" else 0.0,
             reason=j.reason,
             backend=j.backend,
         )
@@ -255,15 +258,19 @@ class _GuardedRoute(APIRoute):
 # ------------------------------------------------------------------------------------------------ app
 
 
-def _coloring(c: ColoringIn | None, default: ColoringParams) -> ColoringParams | None:
+def _coloring(c: ColoringIn | None, default: ColoringParams) -> ColoringParams:
+    """The request's overrides over the server's defaults; a bad value names `coloring.<field>`."""
     if c is None:
-        return None
-    return ColoringParams(
-        beta=default.beta if c.beta is None else c.beta,
-        gamma=default.gamma if c.gamma is None else c.gamma,
-        r_max=default.r_max if c.r_max is None else c.r_max,
-        rts_unit=default.rts_unit if c.rts_unit is None else c.rts_unit,
-    )
+        return default
+    try:
+        return ColoringParams(
+            beta=default.beta if c.beta is None else c.beta,
+            gamma=default.gamma if c.gamma is None else c.gamma,
+            r_max=default.r_max if c.r_max is None else c.r_max,
+            rts_unit=default.rts_unit if c.rts_unit is None else c.rts_unit,
+        )
+    except InvalidInputError as e:
+        raise InvalidInputError(f"coloring.{e.field}", e.message) from None
 
 
 def build_app(config: JudgeConfig, deps: JudgeState) -> FastAPI:
@@ -298,15 +305,14 @@ def build_app(config: JudgeConfig, deps: JudgeState) -> FastAPI:
     @v1.post("/judge", response_model=JudgeResponseOut, responses=_ERRORS)
     def judge(body: JudgeRequestIn) -> JudgeResponseOut:
         """First wrong step, rts and colored reward of each response of one problem (one group)."""
+        coloring = _coloring(body.coloring, deps.default_coloring)
         j = deps.require()
         items = [
             JudgeItem(it.response or "", tuple(it.steps or ()), tuple(it.token_char_starts or ()))
             for it in body.items
         ]
-        out = j.judge(
-            body.problem, body.reference_solution, items, _coloring(body.coloring, deps.default_coloring)
-        )
-        return JudgeResponseOut(judgements=[StepJudgementOut.of(x) for x in out])
+        out = j.judge(body.problem, body.reference_solution, items)
+        return JudgeResponseOut(judgements=[StepJudgementOut.of(x, coloring) for x in out])
 
     app.include_router(v1)
 

@@ -115,7 +115,7 @@ def read_rows(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def judge_row(judge: Any, lineno: int, row: dict[str, Any]) -> dict[str, Any]:
-    from sgpo.core import InvalidInputError
+    from sgpo.core import InvalidInputError, compute_colored_reward, judgement_rts
     from sgpo.judge.types import JudgeItem
 
     item = JudgeItem(
@@ -128,12 +128,13 @@ def judge_row(judge: Any, lineno: int, row: dict[str, Any]) -> dict[str, Any]:
     except InvalidInputError as e:
         raise RowError(f"line {lineno}: {e.field.removeprefix('items[0].')}: {e.message}") from None
     ok = j.status == "ok"
+    rts = judgement_rts(j, judge.coloring.rts_unit) if ok else None
     return {
         **row,
         "steps": list(j.steps),
         "first_error_step": j.first_error_step if ok else None,
-        "rts": j.rts if ok else None,
-        "reward": j.reward if ok else None,
+        "rts": rts,
+        "reward": compute_colored_reward(rts, judge.coloring) if rts is not None else None,
         "judge_status": j.status,
         "judge_reason": j.reason,
         "judge_backend": j.backend,

@@ -1,6 +1,8 @@
 """The judge's logic, transport-agnostic: validate a request, split responses into steps, ask the backend for
-first errors, and turn them into rts and colored rewards with `sgpo.core` (never computed here).
+first errors, and measure each step (tokens when the response's token offsets are given, else characters).
 
+The judge locates, core scores: rts and the colored reward are computed by `sgpo.core.coloring` from these
+judgements (by the orchestrator with its AlgoConfig, by the HTTP API and the CLI with the request's coloring).
 `build_judge(cfg)` gives a `StepJudge` for any backend; gRPC, HTTP and the CLI all call `judge()`.
 """
 
@@ -11,25 +13,29 @@ from collections.abc import Sequence
 
 from sgpo.common.server import ResourceExhaustedError
 from sgpo.core import (
+    ColoringParams,
     InvalidInputError,
     SplitMode,
     Step,
     StepJudgement,
-    compute_colored_reward,
-    compute_rts,
     compute_step_token_counts,
+    judgement_rts,
     split_steps,
 )
 from sgpo.judge.config import CascadeBackend, JudgeConfig, LlmBackend, PrmBackend, SymbolicBackend
 from sgpo.judge.metrics import JudgeMetrics
-from sgpo.judge.types import ColoringParams, JudgeItem, Located, Locator
+from sgpo.judge.types import JudgeItem, Located, Locator
 
 log = logging.getLogger(__name__)
-CHARS_NOTE = "rts measured in characters (no token offsets given)"
+CHARS_NOTE = "step lengths measured in characters (no token offsets given)"
 
 
 class Judge:
-    """A `StepJudge` over one backend (`Locator`). Thread-safe when its backend is (all of ours are)."""
+    """A `StepJudge` over one backend (`Locator`). Thread-safe when its backend is (all of ours are).
+
+    `coloring` is the server's default (its [algo] section): what HTTP and CLI callers are scored with when
+    they send no overrides, and the rts unit of the judge's rts histogram.
+    """
 
     def __init__(
         self,
@@ -54,18 +60,16 @@ class Judge:
         problem: str,
         reference_solution: str,
         items: Sequence[JudgeItem],
-        coloring: ColoringParams | None = None,
     ) -> list[StepJudgement]:
         """One judgement per item, in order. Bad input raises InvalidInputError (naming the field) or
         ResourceExhaustedError (over a limit); a backend failure is a `failed` judgement, never a raise."""
-        params = coloring or self.coloring
         if len(items) > self.max_items:
             raise ResourceExhaustedError(
                 f"items: {len(items)} responses in one request; at most {self.max_items} are accepted "
                 "(split the batch or raise max_items in [judge])"
             )
         # An empty response (a policy that emitted only EOS or whitespace) is a wrong answer with no correct
-        # prefix: rts 0, judged without the backend, so one empty sample never fails its group's coloring.
+        # prefix (no steps: rts 0), judged without the backend, so one empty sample never fails its group's coloring.
         empty = [not item.steps and not item.response.strip() for item in items]
         split = [
             [] if e else self._split(i, item) for i, (item, e) in enumerate(zip(items, empty, strict=True))
@@ -80,21 +84,16 @@ class Judge:
             raise RuntimeError(f"backend {self.name} answered {len(located)} of {len(asked)} responses")
         by_item = dict(zip(asked, located, strict=True))
         return [
-            self._empty_judgement(params)
-            if k not in by_item
-            else self._judgement(items[k], split[k], by_item[k], params)
+            self._empty_judgement() if k not in by_item else self._judgement(items[k], split[k], by_item[k])
             for k in range(len(items))
         ]
 
-    def _empty_judgement(self, params: ColoringParams) -> StepJudgement:
+    def _empty_judgement(self) -> StepJudgement:
         self._count(self.name, "empty_response", 0, 0.0)
-        reward = compute_colored_reward(0.0, beta=params.beta, gamma=params.gamma, r_max=params.r_max)
         return StepJudgement(
             status="ok",
             steps=(),
             first_error_step=0,
-            rts=0.0,
-            reward=reward,
             reason="empty response: nothing precedes the first error",
             backend=self.name,
         )
@@ -148,9 +147,7 @@ class Judge:
                     f"offsets must not decrease; got {pos} after {offsets[k - 1]}",
                 )
 
-    def _judgement(
-        self, item: JudgeItem, steps: list[Step], loc: Located, params: ColoringParams
-    ) -> StepJudgement:
+    def _judgement(self, item: JudgeItem, steps: list[Step], loc: Located) -> StepJudgement:
         texts = tuple(s.text for s in steps)
         backend = loc.backend or self.name
         n = len(steps)
@@ -161,28 +158,25 @@ class Judge:
             self._count(backend, "failed")
             return StepJudgement(status="failed", steps=texts, reason=reason, backend=backend)
         reason = loc.reason
-        if params.rts_unit == "steps":
-            lengths = [1] * n
-        elif item.token_char_starts:
+        if item.token_char_starts:
             # A token belongs to the step whose span holds its first character.
             lengths = compute_step_token_counts(steps, item.token_char_starts)
         else:
             lengths = [len(s.text) if item.steps else s.end - s.start for s in steps]
             reason = f"{reason}; {CHARS_NOTE}"
-        rts = compute_rts(lengths, loc.first_error_step)
-        reward = compute_colored_reward(rts, beta=params.beta, gamma=params.gamma, r_max=params.r_max)
-        self._count(
-            backend, "no_error" if loc.first_error_step == -1 else "error_found", loc.first_error_step, rts
-        )
-        return StepJudgement(
+        judgement = StepJudgement(
             status="ok",
             steps=texts,
             first_error_step=loc.first_error_step,
-            rts=rts,
-            reward=reward,
+            step_lengths=tuple(lengths),
             reason=reason,
             backend=backend,
         )
+        rts = judgement_rts(judgement, self.coloring.rts_unit)  # also rejects lengths that sum to zero
+        self._count(
+            backend, "no_error" if loc.first_error_step == -1 else "error_found", loc.first_error_step, rts
+        )
+        return judgement
 
     def _count(self, backend: str, outcome: str, first_error: int = -1, rts: float | None = None) -> None:
         if self.metrics is None:
@@ -233,7 +227,7 @@ def build_judge(cfg: JudgeConfig, metrics: JudgeMetrics | None = None) -> Judge:
         locator = NoisyLocator(locator, cfg.noise, cfg.noise_seed)
     return Judge(
         locator,
-        coloring=ColoringParams.from_algo(cfg.algo),
+        coloring=cfg.algo.coloring,
         step_split=cfg.algo.step_split,
         max_items=cfg.max_items,
         max_steps=cfg.max_steps,

@@ -23,17 +23,12 @@ from sgpo.judge.config import JudgeConfig
 from sgpo.judge.judge import build_judge
 from sgpo.judge.metrics import JudgeMetrics
 from sgpo.judge.state import JudgeState
-from sgpo.judge.types import ColoringParams, JudgeItem
-from sgpo.v1 import common_pb2, judge_pb2, judge_pb2_grpc
+from sgpo.judge.types import JudgeItem
+from sgpo.v1 import judge_pb2, judge_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
-
-
-def coloring_from_pb(m: common_pb2.ColoringParams, default: ColoringParams) -> ColoringParams:
-    """All four fields as sent (proto3 cannot tell 0 from unset); an empty rts_unit takes the default."""
-    return ColoringParams(m.beta, m.gamma, m.r_max, m.rts_unit or default.rts_unit)  # type: ignore[arg-type]
 
 
 def _code_name(exc: BaseException) -> str:
@@ -43,7 +38,8 @@ def _code_name(exc: BaseException) -> str:
 
 
 class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
-    """Thin: proto -> JudgeItem -> Judge.judge -> proto; errors are mapped by the shared interceptor."""
+    """Thin: proto -> JudgeItem -> Judge.judge -> proto (steps, first error, step lengths; the orchestrator
+    scores them with sgpo.core); errors are mapped by the shared interceptor."""
 
     def __init__(self, state: JudgeState) -> None:
         self.state = state
@@ -63,12 +59,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
             items = [
                 JudgeItem(it.response, tuple(it.steps), tuple(it.token_char_starts)) for it in request.items
             ]
-            coloring = (
-                coloring_from_pb(request.coloring, self.state.default_coloring)
-                if request.HasField("coloring")
-                else None
-            )
-            out = judge.judge(request.problem, request.reference_solution, items, coloring)
+            out = judge.judge(request.problem, request.reference_solution, items)
             return judge_pb2.JudgeResponse(judgements=[judgement_to_pb(j) for j in out])
         except Exception as e:
             code = _code_name(e)

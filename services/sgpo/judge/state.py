@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sgpo.common.server import UnavailableError
+from sgpo.core import ColoringParams
 from sgpo.judge.config import JudgeConfig
 from sgpo.judge.metrics import JudgeMetrics
-from sgpo.judge.types import ColoringParams, StepJudge
+from sgpo.judge.types import StepJudge
 
 
 @dataclass
@@ -20,7 +21,7 @@ class JudgeState:
 
     @property
     def default_coloring(self) -> ColoringParams:
-        return ColoringParams.from_algo(self.cfg.algo)
+        return self.cfg.algo.coloring
 
     def require(self) -> StepJudge:
         if self.judge is None:

@@ -1,15 +1,14 @@
-"""The judge's transport-agnostic types: what a caller sends (`JudgeItem`, `ColoringParams`), what a backend
-answers (`Located`), and the two protocols (`Locator` for backends, `StepJudge` for callers)."""
+"""The judge's transport-agnostic types: what a caller sends (`JudgeItem`), what a backend answers (`Located`),
+and the two protocols (`Locator` for backends, `StepJudge` for callers). Coloring parameters are
+`sgpo.core.ColoringParams`: the judge locates, core scores."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sgpo.core import AlgoConfig, InvalidInputError, RtsUnit, StepJudgement
-from sgpo.core.coloring import MAX_BETA
+from sgpo.core import ColoringParams, StepJudgement
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,34 +22,6 @@ class JudgeItem:
     response: str = ""
     steps: tuple[str, ...] = ()
     token_char_starts: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ColoringParams:
-    """r = r_max * sigmoid(beta * (rts - gamma)), rts measured in tokens or steps (DESIGN.md §1)."""
-
-    beta: float = 5.0
-    gamma: float = 0.5
-    r_max: float = 0.5
-    rts_unit: RtsUnit = "tokens"
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.beta, int | float) and 0.0 < self.beta <= MAX_BETA):
-            raise InvalidInputError("coloring.beta", f"must be in (0, {MAX_BETA}]; got {self.beta!r}")
-        if not (isinstance(self.gamma, int | float) and 0.0 <= self.gamma <= 1.0):
-            raise InvalidInputError("coloring.gamma", f"must be in [0, 1]; got {self.gamma!r}")
-        if not (isinstance(self.r_max, int | float) and 0.0 < self.r_max < 1.0) or math.isnan(self.r_max):
-            raise InvalidInputError(
-                "coloring.r_max", f"must be in (0, 1) so colored rewards stay below 1; got {self.r_max!r}"
-            )
-        if self.rts_unit not in ("tokens", "steps"):
-            raise InvalidInputError(
-                "coloring.rts_unit", f"must be 'tokens' or 'steps'; got {self.rts_unit!r}"
-            )
-
-    @classmethod
-    def from_algo(cls, algo: AlgoConfig) -> ColoringParams:
-        return cls(algo.beta, algo.gamma, algo.r_max, algo.rts_unit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +50,16 @@ class Locator(Protocol):
 
 
 class StepJudge(Protocol):
-    """What callers use: steps, first error, rts and colored reward per response (rts and reward from sgpo.core)."""
+    """What callers use: steps, first error and step lengths per response (rts and reward: sgpo.core)."""
 
     name: str
+    coloring: ColoringParams
 
     def judge(
         self,
         problem: str,
         reference_solution: str,
         items: Sequence[JudgeItem],
-        coloring: ColoringParams | None = None,
     ) -> list[StepJudgement]: ...
 
     def close(self) -> None: ...

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from sgpo.common.convert import completion_from_pb, judgement_from_pb, verdict_from_pb
-from sgpo.core import Group, StepJudgement, keep_for_dynamic_sampling
+from sgpo.core import Group, StepJudgement, get_algorithm
 from sgpo.orchestrator.clients import Clients, ServiceCallError, call_with_retry
 from sgpo.orchestrator.config import OrchestratorConfig, RetryConfig
 from sgpo.orchestrator.dataset import Prompt, iterate_epochs, load_prompts
 from sgpo.orchestrator.metrics import OrchestratorMetrics
 from sgpo.orchestrator.offline import read_groups
-from sgpo.orchestrator.rollout import build_group, score
+from sgpo.orchestrator.rollout import ScoredGroup, build_group, score
 from sgpo.v1 import common_pb2, generator_pb2, judge_pb2, verifier_pb2
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class Orchestrator:
         self.stop = threading.Event()
         self.judge_all_wrong = judge_all_wrong
         self.current_version = current_version
+        self.algorithm = get_algorithm(cfg.algo)
         stats_path = stats_path or cfg.stats_path
         self._stats_file = stats_path.open("a", encoding="utf-8") if stats_path else None
         self._stats_lock = threading.Lock()
@@ -117,7 +118,7 @@ class Orchestrator:
         self, prompt: Prompt, completions_text: list[str], char_starts: list[list[int]]
     ) -> Callable[[list[int]], list[StepJudgement | None]]:
         assert self.clients is not None
-        cfg, algo, clients = self.cfg, self.cfg.algo, self.clients
+        cfg, clients = self.cfg, self.clients
 
         def judge(indices: list[int]) -> list[StepJudgement | None]:
             request = judge_pb2.JudgeRequest(
@@ -127,9 +128,6 @@ class Orchestrator:
                     judge_pb2.JudgeItem(response=completions_text[i], token_char_starts=char_starts[i])
                     for i in indices
                 ],
-                coloring=common_pb2.ColoringParams(
-                    beta=algo.beta, gamma=algo.gamma, r_max=algo.r_max, rts_unit=algo.rts_unit
-                ),
             )
             retry = cfg.retry.model_copy(update={"attempts": cfg.judge_attempts})
             try:
@@ -153,9 +151,7 @@ class Orchestrator:
 
         return judge
 
-    def process_chunk(
-        self, chunk: list[tuple[int, Prompt]], chunk_index: int = 0
-    ) -> list[tuple[Group, bool]]:
+    def process_chunk(self, chunk: list[tuple[int, Prompt]], chunk_index: int = 0) -> list[ScoredGroup]:
         """Generate, verify, judge and score one chunk of prompts; the groups to enqueue."""
         assert self.clients is not None
         cfg = self.cfg
@@ -214,7 +210,7 @@ class Orchestrator:
             self.metrics.groups.labels("failed").inc(len(prompts))
             self.stats.count("failed", len(prompts))
             return []
-        groups: list[tuple[Group, bool]] = []
+        groups: list[ScoredGroup] = []
         offset = 0
         for prompt, text, result in zip(prompts, texts, gen.results, strict=True):
             n = len(result.completions)
@@ -229,33 +225,37 @@ class Orchestrator:
             judge = self._judge_fn(
                 prompt, [c.text for c in completions], [list(c.token_char_starts) for c in completions]
             )
-            group, dropped, uncolorable = build_group(
+            scored = build_group(
                 prompt,
                 text,
                 result.prompt_token_ids,
                 completions,
                 verdicts,
                 judge,
-                cfg.algo,
+                self.algorithm,
                 run_id=cfg.run_id,
                 # Each group's share of its chunk's calls, so timings summed over groups are wall-clock seconds.
                 timings={"generate": t_gen / len(prompts), "verify": t_ver / len(prompts)},
                 judge_all_wrong=self.judge_all_wrong,
             )
-            if uncolorable and group is None:  # dropped anyway; an enqueued one is counted in _emit
-                self.metrics.groups.labels("uncolorable").inc()
-                self.stats.count("uncolorable")
-            if group is None:
-                self.metrics.groups.labels(dropped or "filtered").inc()
-                self.stats.count(dropped or "filtered")
+            if not scored.score.keep:
+                self._count_dropped(scored)
                 continue
-            groups.append((group, uncolorable))
+            groups.append(scored)
         return groups
 
-    def _emit(self, group: Group, uncolorable: bool = False) -> None:
+    def _count_dropped(self, scored: ScoredGroup) -> None:
+        if scored.score.uncolorable:  # dropped anyway; an enqueued one is counted in _emit
+            self.metrics.groups.labels("uncolorable").inc()
+            self.stats.count("uncolorable")
+        self.metrics.groups.labels(scored.score.drop_reason).inc()
+        self.stats.count(scored.score.drop_reason)
+
+    def _emit(self, scored: ScoredGroup) -> None:
+        group = scored.group
         self.sink.put(group)
         m = self.metrics
-        if uncolorable:
+        if scored.score.uncolorable:
             m.groups.labels("uncolorable").inc()
             self.stats.count("uncolorable")
         m.groups.labels(group.kind).inc()
@@ -300,8 +300,8 @@ class Orchestrator:
         cfg = self.cfg
         assert cfg.dataset is not None
         stream = iterate_epochs(load_prompts(cfg.dataset), cfg.epochs, cfg.shuffle, cfg.seed)
-        inflight: dict[Future[list[tuple[Group, bool]]], int] = {}
-        chunk_of: dict[Future[list[tuple[Group, bool]]], int] = {}
+        inflight: dict[Future[list[ScoredGroup]], int] = {}
+        chunk_of: dict[Future[list[ScoredGroup]], int] = {}
 
         def drain(block: bool) -> None:
             done, _ = (
@@ -314,9 +314,9 @@ class Orchestrator:
                 groups = f.result()
                 # A chunk's whole sampling cost counts before its first group, dropped groups included.
                 self.stats.sampled += self._sampled_by_chunk.pop(chunk_of.pop(f), 0)
-                for g, uncolorable in groups:
+                for scored in groups:
                     if not self._limit_reached():
-                        self._emit(g, uncolorable)
+                        self._emit(scored)
 
         with ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="rollout") as pool:
             for chunk_index, chunk in enumerate(chunked(stream, cfg.prompts_per_request)):
@@ -356,16 +356,12 @@ class Orchestrator:
                 while not self.stop.is_set() and not self.pacer.ready(self.stats.enqueued + 1):
                     self.stop.wait(self.pacer.poll_s)
                 self.stats.sampled += len(recorded.completions)
-                group, uncolorable = score(recorded, cfg.algo)
-                if cfg.algo.uses_dynamic_sampling and not keep_for_dynamic_sampling(
-                    [v.status for v in group.verdicts]
-                ):
-                    self.metrics.groups.labels("filtered").inc()
-                    self.stats.count("filtered")
+                scored = score(recorded, self.algorithm)
+                if not scored.score.keep:
+                    self._count_dropped(scored)
                     continue
                 # A new id per epoch: the queue dedupes by id, and each epoch is a new use of the sample.
-                self._emit(
-                    replace(group, group_id=f"{recorded.group_id}-e{epoch}", run_id=cfg.run_id), uncolorable
-                )
+                group = replace(scored.group, group_id=f"{recorded.group_id}-e{epoch}", run_id=cfg.run_id)
+                self._emit(replace(scored, group=group))
             epoch += 1
         return self.stats

@@ -1,8 +1,10 @@
 """Recorded groups (the paper's offline setting): a file of protobuf `Group`s, written once, replayed for epochs.
 
-Format: the line `SGPO-GROUPS 1\n`, then for each group a 4-byte little-endian length and the serialized
+Format: the line `SGPO-GROUPS 2\n`, then for each group a 4-byte little-endian length and the serialized
 `sgpo.v1.Group`. Every wrong completion of every group is judged at recording time, so a replay can score
-the same samples as `sgpo` (either color scope) or `grpo`.
+the same samples under any algorithm, color scope or rts unit. Version 2 judgements carry step lengths;
+version 1 files (judgements with an rts instead) are still read: `sgpo.common.convert` turns each rts into
+step lengths that reproduce it exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from sgpo.common.convert import group_from_bytes, group_to_bytes
 from sgpo.core.errors import InvalidInputError
 from sgpo.core.types import Group
 
-MAGIC = b"SGPO-GROUPS 1\n"
+MAGIC = b"SGPO-GROUPS 2\n"
+READABLE = (MAGIC, b"SGPO-GROUPS 1\n")
 
 
 class GroupWriter:
@@ -48,7 +51,7 @@ def read_groups(path: Path) -> Iterator[Group]:
     if not path.is_file():
         raise InvalidInputError("replay", f"{path} does not exist; create it with `sgpo record`")
     with path.open("rb") as f:
-        if f.read(len(MAGIC)) != MAGIC:
+        if f.read(len(MAGIC)) not in READABLE:
             raise InvalidInputError("replay", f"{path} is not a file written by `sgpo record`")
         index = 0
         while header := f.read(4):

@@ -1,7 +1,8 @@
-"""Turning one prompt's completions into a scored `Group`, online or from a recording.
+"""Turning one prompt's completions into a scored `Group`, online or from a recording: I/O around
+`sgpo.core.algos`, which decides what is judged and how the group is scored.
 
-Rewards and advantages come from `sgpo.core`; colored rewards are recomputed from the judge's rts with this
-run's AlgoConfig, so online, recorded and replayed groups are scored by exactly the same code.
+Online, recorded and replayed groups are scored by the same call (`Algorithm.score`), from the verdicts and
+the judge's first errors and step lengths, with this run's AlgoConfig.
 """
 
 from __future__ import annotations
@@ -9,19 +10,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from sgpo.core import (
-    AlgoConfig,
+    Algorithm,
     Completion,
     Group,
+    GroupScore,
     StepJudgement,
     Verdict,
-    VerdictStatus,
-    compute_colored_reward,
-    compute_group_scores,
-    keep_for_dynamic_sampling,
-    select_for_coloring,
 )
 from sgpo.orchestrator.dataset import Prompt
 
@@ -29,43 +26,26 @@ from sgpo.orchestrator.dataset import Prompt
 JudgeFn = Callable[[list[int]], list[StepJudgement | None]]
 
 
-def colored_rewards(
-    judgements: Sequence[StepJudgement | None], wanted: Sequence[bool], cfg: AlgoConfig
-) -> list[float | None]:
-    out: list[float | None] = []
-    for j, w in zip(judgements, wanted, strict=True):
-        ok = w and j is not None and j.status == "ok"
-        out.append(
-            compute_colored_reward(j.rts, beta=cfg.beta, gamma=cfg.gamma, r_max=cfg.r_max)
-            if ok and j
-            else None
-        )
-    return out
+@dataclass(frozen=True, slots=True)
+class ScoredGroup:
+    """A group with its rewards and advantages set, and how it was scored (uncolorable, kept or dropped)."""
+
+    group: Group
+    score: GroupScore
 
 
-def judge_scope(statuses: Sequence[VerdictStatus], cfg: AlgoConfig, judge_all_wrong: bool) -> list[bool]:
-    if judge_all_wrong:  # recording: judge every wrong answer so a replay can use any algorithm or scope
-        return [s == "wrong" for s in statuses]
-    if cfg.algo != "sgpo":
-        return [False] * len(statuses)
-    return select_for_coloring(statuses, cfg.color_scope)
-
-
-def score(group: Group, cfg: AlgoConfig) -> tuple[Group, bool]:
-    """(group with rewards/advantages/kind/colored set by `cfg`, uncolorable flag)."""
-    statuses = [v.status for v in group.verdicts]
-    judgements = group.judgements or (None,) * len(statuses)
-    wanted = select_for_coloring(statuses, cfg.color_scope) if cfg.algo == "sgpo" else [False] * len(statuses)
-    scores = compute_group_scores(statuses, colored_rewards(judgements, wanted, cfg), cfg)
+def score(group: Group, algorithm: Algorithm) -> ScoredGroup:
+    """`group` with rewards, advantages, kind and colored set by `algorithm` from its verdicts and judgements."""
+    result = algorithm.score([v.status for v in group.verdicts], group.judgements)
     scored = replace(
         group,
-        rewards=tuple(scores.rewards),
-        advantages=tuple(scores.advantages),
-        kind=scores.kind,
-        colored=scores.colored,
-        algo=cfg.algo,
+        rewards=result.rewards,
+        advantages=result.advantages,
+        kind=result.kind,
+        colored=result.colored,
+        algo=algorithm.name,
     )
-    return scored, scores.uncolorable
+    return ScoredGroup(scored, result)
 
 
 def build_group(
@@ -75,15 +55,17 @@ def build_group(
     completions: Sequence[Completion],
     verdicts: Sequence[Verdict],
     judge: JudgeFn,
-    cfg: AlgoConfig,
+    algorithm: Algorithm,
     *,
     run_id: str,
     timings: dict[str, float],
     judge_all_wrong: bool = False,
-) -> tuple[Group | None, str | None, bool]:
-    """(group, or None if dynamic sampling drops it; drop reason; uncolorable)."""
-    statuses = [v.status for v in verdicts]
-    wanted = judge_scope(statuses, cfg, judge_all_wrong)
+) -> ScoredGroup:
+    """Judge what `algorithm` asks for (every wrong answer with `judge_all_wrong`, when recording), then score.
+
+    The result's `score.keep` is False when dynamic sampling drops the group (`score.drop_reason` says why).
+    """
+    wanted = algorithm.judge_mask([v.status for v in verdicts], record=judge_all_wrong)
     judgements: list[StepJudgement | None] = [None] * len(completions)
     if any(wanted):
         t0 = time.perf_counter()
@@ -110,7 +92,4 @@ def build_group(
         timings=timings,
         created_unix_ms=int(time.time() * 1000),
     )
-    group, uncolorable = score(group, cfg)
-    if cfg.uses_dynamic_sampling and not keep_for_dynamic_sampling(statuses):
-        return None, "filtered", uncolorable
-    return group, None, uncolorable
+    return score(group, algorithm)

@@ -83,34 +83,22 @@ class Verdict(_message.Message):
     def __init__(self, status: _Optional[_Union[VerdictStatus, str]] = ..., extracted: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class StepJudgement(_message.Message):
-    __slots__ = ("status", "steps", "first_error_step", "rts", "reward", "reason", "backend")
+    __slots__ = ("status", "steps", "first_error_step", "legacy_rts", "reason", "backend", "step_lengths")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     FIRST_ERROR_STEP_FIELD_NUMBER: _ClassVar[int]
-    RTS_FIELD_NUMBER: _ClassVar[int]
-    REWARD_FIELD_NUMBER: _ClassVar[int]
+    LEGACY_RTS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    STEP_LENGTHS_FIELD_NUMBER: _ClassVar[int]
     status: JudgeStatus
     steps: _containers.RepeatedScalarFieldContainer[str]
     first_error_step: int
-    rts: float
-    reward: float
+    legacy_rts: float
     reason: str
     backend: str
-    def __init__(self, status: _Optional[_Union[JudgeStatus, str]] = ..., steps: _Optional[_Iterable[str]] = ..., first_error_step: _Optional[int] = ..., rts: _Optional[float] = ..., reward: _Optional[float] = ..., reason: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
-
-class ColoringParams(_message.Message):
-    __slots__ = ("beta", "gamma", "r_max", "rts_unit")
-    BETA_FIELD_NUMBER: _ClassVar[int]
-    GAMMA_FIELD_NUMBER: _ClassVar[int]
-    R_MAX_FIELD_NUMBER: _ClassVar[int]
-    RTS_UNIT_FIELD_NUMBER: _ClassVar[int]
-    beta: float
-    gamma: float
-    r_max: float
-    rts_unit: str
-    def __init__(self, beta: _Optional[float] = ..., gamma: _Optional[float] = ..., r_max: _Optional[float] = ..., rts_unit: _Optional[str] = ...) -> None: ...
+    step_lengths: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, status: _Optional[_Union[JudgeStatus, str]] = ..., steps: _Optional[_Iterable[str]] = ..., first_error_step: _Optional[int] = ..., legacy_rts: _Optional[float] = ..., reason: _Optional[str] = ..., backend: _Optional[str] = ..., step_lengths: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Group(_message.Message):
     __slots__ = ("group_id", "run_id", "prompt_id", "problem", "prompt_text", "prompt_token_ids", "answer", "reference_solution", "completions", "verdicts", "judgements", "rewards", "advantages", "kind", "colored", "policy_version", "algo", "timings", "created_unix_ms")

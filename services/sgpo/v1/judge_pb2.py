@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from sgpo.v1 import common_pb2 as sgpo_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13sgpo/v1/judge.proto\x12\x07sgpo.v1\x1a\x14sgpo/v1/common.proto\"G\n\tJudgeItem\x12\x10\n\x08response\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x03(\t\x12\x19\n\x11token_char_starts\x18\x03 \x03(\x05\"\x9b\x01\n\x0cJudgeRequest\x12\x0f\n\x07problem\x18\x01 \x01(\t\x12\x1a\n\x12reference_solution\x18\x02 \x01(\t\x12!\n\x05items\x18\x03 \x03(\x0b\x32\x12.sgpo.v1.JudgeItem\x12.\n\x08\x63oloring\x18\x04 \x01(\x0b\x32\x17.sgpo.v1.ColoringParamsH\x00\x88\x01\x01\x42\x0b\n\t_coloring\";\n\rJudgeResponse\x12*\n\njudgements\x18\x01 \x03(\x0b\x32\x16.sgpo.v1.StepJudgement2F\n\x0cJudgeService\x12\x36\n\x05Judge\x12\x15.sgpo.v1.JudgeRequest\x1a\x16.sgpo.v1.JudgeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13sgpo/v1/judge.proto\x12\x07sgpo.v1\x1a\x14sgpo/v1/common.proto\"G\n\tJudgeItem\x12\x10\n\x08response\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x03(\t\x12\x19\n\x11token_char_starts\x18\x03 \x03(\x05\"n\n\x0cJudgeRequest\x12\x0f\n\x07problem\x18\x01 \x01(\t\x12\x1a\n\x12reference_solution\x18\x02 \x01(\t\x12!\n\x05items\x18\x03 \x03(\x0b\x32\x12.sgpo.v1.JudgeItemJ\x04\x08\x04\x10\x05R\x08\x63oloring\";\n\rJudgeResponse\x12*\n\njudgements\x18\x01 \x03(\x0b\x32\x16.sgpo.v1.StepJudgement2F\n\x0cJudgeService\x12\x36\n\x05Judge\x12\x15.sgpo.v1.JudgeRequest\x1a\x16.sgpo.v1.JudgeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JUDGEITEM']._serialized_start=54
   _globals['_JUDGEITEM']._serialized_end=125
-  _globals['_JUDGEREQUEST']._serialized_start=128
-  _globals['_JUDGEREQUEST']._serialized_end=283
-  _globals['_JUDGERESPONSE']._serialized_start=285
-  _globals['_JUDGERESPONSE']._serialized_end=344
-  _globals['_JUDGESERVICE']._serialized_start=346
-  _globals['_JUDGESERVICE']._serialized_end=416
+  _globals['_JUDGEREQUEST']._serialized_start=127
+  _globals['_JUDGEREQUEST']._serialized_end=237
+  _globals['_JUDGERESPONSE']._serialized_start=239
+  _globals['_JUDGERESPONSE']._serialized_end=298
+  _globals['_JUDGESERVICE']._serialized_start=300
+  _globals['_JUDGESERVICE']._serialized_end=370
 # @@protoc_insertion_point(module_scope)

@@ -18,16 +18,14 @@ class JudgeItem(_message.Message):
     def __init__(self, response: _Optional[str] = ..., steps: _Optional[_Iterable[str]] = ..., token_char_starts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class JudgeRequest(_message.Message):
-    __slots__ = ("problem", "reference_solution", "items", "coloring")
+    __slots__ = ("problem", "reference_solution", "items")
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_SOLUTION_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
-    COLORING_FIELD_NUMBER: _ClassVar[int]
     problem: str
     reference_solution: str
     items: _containers.RepeatedCompositeFieldContainer[JudgeItem]
-    coloring: _common_pb2.ColoringParams
-    def __init__(self, problem: _Optional[str] = ..., reference_solution: _Optional[str] = ..., items: _Optional[_Iterable[_Union[JudgeItem, _Mapping]]] = ..., coloring: _Optional[_Union[_common_pb2.ColoringParams, _Mapping]] = ...) -> None: ...
+    def __init__(self, problem: _Optional[str] = ..., reference_solution: _Optional[str] = ..., items: _Optional[_Iterable[_Union[JudgeItem, _Mapping]]] = ...) -> None: ...
 
 class JudgeResponse(_message.Message):
     __slots__ = ("judgements",)

@@ -1,4 +1,4 @@
-"""Properties of group advantages and SGPO coloring (hypothesis)."""
+"""Properties of group advantages and SGPO coloring (hypothesis), scored through `sgpo.core.algos`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from hypothesis import strategies as st
 
 from sgpo.core import (
     AlgoConfig,
+    ColoringParams,
+    StepJudgement,
     classify_group,
     compute_colored_reward,
     compute_group_advantages,
-    compute_group_scores,
     compute_rts,
+    get_algorithm,
+    judgement_rts,
     keep_for_dynamic_sampling,
 )
 
@@ -23,23 +26,33 @@ rts_values = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 betas = st.floats(min_value=0.01, max_value=30.0)
 gammas = st.floats(min_value=0.0, max_value=1.0)
 r_maxes = st.floats(min_value=0.01, max_value=0.99)
+# rts as a share of integer step lengths: (tokens before the first error, tokens from it on)
+prefixes = st.tuples(st.integers(0, 1000), st.integers(1, 1000))
+
+
+def judged(head: int, rest: int) -> StepJudgement:
+    """A judgement whose rts in tokens is head / (head + rest): two steps, the second one wrong."""
+    return StepJudgement("ok", ("right", "wrong"), 1, (head, rest))
 
 
 @given(group_sizes)
 def test_grpo_all_negative_group_gives_zero_advantages(g: int) -> None:
-    scores = compute_group_scores(["wrong"] * g, [0.3] * g, AlgoConfig(algo="grpo"))
+    scores = get_algorithm(AlgoConfig(algo="grpo")).score(["wrong"] * g, [judged(1, 2)] * g)
     assert scores.kind == "all_negative"
-    assert scores.advantages == [0.0] * g
+    assert scores.advantages == (0.0,) * g
     assert not scores.colored
 
 
-@given(st.lists(rts_values, min_size=2, max_size=16, unique=True))
-def test_sgpo_all_negative_group_is_ordered_like_rts(rts: list[float]) -> None:
+@given(st.lists(prefixes, min_size=2, max_size=16, unique=True))
+def test_sgpo_all_negative_group_is_ordered_like_rts(parts: list[tuple[int, int]]) -> None:
     cfg = AlgoConfig()
-    colored = [compute_colored_reward(r, beta=cfg.beta, gamma=cfg.gamma, r_max=cfg.r_max) for r in rts]
-    assume(len(set(colored)) == len(colored))  # sigmoid may merge values that differ by ~1e-17
-    scores = compute_group_scores(["wrong"] * len(rts), colored, cfg)
+    judgements = [judged(*p) for p in parts]
+    rts = [judgement_rts(j, "tokens") for j in judgements]
+    colored = [compute_colored_reward(r, cfg.coloring) for r in rts]
+    assume(len(set(colored)) == len(colored))  # equal shares, or sigmoid merging values ~1e-17 apart
+    scores = get_algorithm(cfg).score(["wrong"] * len(rts), judgements)
     assert scores.colored and scores.kind == "all_negative"
+    assert scores.rewards == tuple(colored)
     assert abs(sum(scores.advantages)) < 1e-6
     assert any(a != 0.0 for a in scores.advantages)
     by_rts = [a for _, a in sorted(zip(rts, scores.advantages, strict=True))]
@@ -50,7 +63,7 @@ def test_sgpo_all_negative_group_is_ordered_like_rts(rts: list[float]) -> None:
 def test_colored_reward_in_open_interval_below_one(
     rts: float, beta: float, gamma: float, r_max: float
 ) -> None:
-    r = compute_colored_reward(rts, beta=beta, gamma=gamma, r_max=r_max)
+    r = compute_colored_reward(rts, ColoringParams(beta, gamma, r_max))
     assert 0.0 < r < r_max < 1.0
 
 
@@ -63,48 +76,51 @@ def test_colored_reward_is_increasing_in_rts(a: float, b: float) -> None:
 @given(st.integers(1, 7), st.integers(1, 7))
 def test_all_negative_scope_leaves_mixed_groups_untouched(n_correct: int, n_wrong: int) -> None:
     statuses = ["correct"] * n_correct + ["wrong"] * n_wrong
-    colored = [None] * n_correct + [0.2 + 0.01 * i for i in range(n_wrong)]
-    sgpo = compute_group_scores(statuses, colored, AlgoConfig(algo="sgpo", color_scope="all_negative"))
-    grpo = compute_group_scores(statuses, [None] * len(statuses), AlgoConfig(algo="grpo"))
+    judgements = [None] * n_correct + [judged(i, 10) for i in range(n_wrong)]
+    sgpo = get_algorithm(AlgoConfig(algo="sgpo", color_scope="all_negative")).score(statuses, judgements)
+    grpo = get_algorithm(AlgoConfig(algo="grpo")).score(statuses)
     assert sgpo.kind == "mixed" and not sgpo.colored
-    assert sgpo.rewards == grpo.rewards == [1.0] * n_correct + [0.0] * n_wrong
+    assert sgpo.rewards == grpo.rewards == (1.0,) * n_correct + (0.0,) * n_wrong
     assert sgpo.advantages == grpo.advantages
 
 
 def test_all_incorrect_scope_colors_wrong_answers_of_mixed_groups() -> None:
-    scores = compute_group_scores(
-        ["correct", "wrong", "wrong"], [None, 0.1, 0.4], AlgoConfig(color_scope="all_incorrect")
-    )
-    assert scores.colored and scores.rewards == [1.0, 0.1, 0.4]
+    cfg = AlgoConfig(color_scope="all_incorrect")
+    scores = get_algorithm(cfg).score(["correct", "wrong", "wrong"], [None, judged(1, 9), judged(9, 1)])
+    low, high = (compute_colored_reward(r, cfg.coloring) for r in (0.1, 0.9))
+    assert scores.colored and scores.rewards == pytest.approx((1.0, low, high))
     assert scores.advantages[0] > scores.advantages[2] > scores.advantages[1]
 
 
-@given(st.lists(rts_values, min_size=2, max_size=12), r_maxes, r_maxes)
+@given(st.lists(prefixes, min_size=2, max_size=12), r_maxes, r_maxes)
 def test_r_max_scale_does_not_change_std_normalized_advantages(
-    rts: list[float], r1: float, r2: float
+    parts: list[tuple[int, int]], r1: float, r2: float
 ) -> None:
-    def advantages(r_max: float) -> list[float]:
-        rewards = [compute_colored_reward(r, r_max=r_max) for r in rts]
-        # eps is what breaks exact scale invariance; make it negligible to test the invariance itself.
-        return compute_group_scores(
-            ["wrong"] * len(rts), rewards, AlgoConfig(r_max=r_max, adv_eps=1e-15)
-        ).advantages
+    judgements = [judged(*p) for p in parts]
 
+    def advantages(r_max: float) -> tuple[float, ...]:
+        # eps is what breaks exact scale invariance; make it negligible to test the invariance itself.
+        algorithm = get_algorithm(AlgoConfig(r_max=r_max, adv_eps=1e-15))
+        return algorithm.score(["wrong"] * len(parts), judgements).advantages
+
+    rts = [judgement_rts(j, "tokens") for j in judgements]
     assume(max(rts) - min(rts) > 0.05)
     for a, b in zip(advantages(r1), advantages(r2), strict=True):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-9)
 
 
 def test_judge_failure_leaves_group_uncolored_and_flagged() -> None:
-    scores = compute_group_scores(["wrong"] * 4, [0.1, None, 0.3, 0.2], AlgoConfig())
-    assert scores.uncolorable and not scores.colored
-    assert scores.rewards == [0.0] * 4 and scores.advantages == [0.0] * 4
+    failed = StepJudgement("failed", ("a", "b"), reason="timeout")
+    for missing in (None, failed):
+        scores = get_algorithm(AlgoConfig()).score(
+            ["wrong"] * 4, [judged(1, 9), missing, judged(3, 7), judged(2, 8)]
+        )
+        assert scores.uncolorable and not scores.colored and scores.keep
+        assert scores.rewards == (0.0,) * 4 and scores.advantages == (0.0,) * 4
 
 
 def test_unscorable_completions_are_masked_not_zero() -> None:
-    scores = compute_group_scores(
-        ["correct", "unscorable", "wrong", "wrong"], [None] * 4, AlgoConfig(algo="grpo")
-    )
+    scores = get_algorithm(AlgoConfig(algo="grpo")).score(["correct", "unscorable", "wrong", "wrong"])
     assert scores.advantages[1] == 0.0
     kept = [scores.advantages[i] for i in (0, 2, 3)]
     assert kept == pytest.approx(compute_group_advantages([1.0, 0.0, 0.0]))

@@ -9,12 +9,15 @@ from pydantic import ValidationError
 
 from sgpo.core import (
     AlgoConfig,
+    ColoringParams,
     Completion,
     InvalidInputError,
+    StepJudgement,
     compute_colored_reward,
     compute_group_advantages,
-    compute_group_scores,
     compute_rts,
+    get_algorithm,
+    judgement_rts,
     split_steps,
 )
 
@@ -24,7 +27,7 @@ def test_group_of_one_is_rejected() -> None:
         compute_group_advantages([1.0])
     assert e.value.field == "rewards"
     with pytest.raises(InvalidInputError, match="completions"):
-        compute_group_scores(["wrong"], [None], AlgoConfig())
+        get_algorithm(AlgoConfig()).score(["wrong"])
 
 
 @pytest.mark.parametrize("bad", [math.nan, -0.1, 1.5, math.inf])
@@ -34,10 +37,20 @@ def test_nan_or_out_of_range_reward_names_its_index(bad: float) -> None:
     assert e.value.field == "rewards[1]"
 
 
-def test_colored_reward_out_of_range_from_judge_is_rejected() -> None:
+def test_judgements_must_match_the_completions() -> None:
+    ok = StepJudgement("ok", ("a", "b"), 1, (3, 4))
     with pytest.raises(InvalidInputError) as e:
-        compute_group_scores(["wrong", "wrong"], [0.2, 1.0], AlgoConfig())
-    assert e.value.field == "colored_rewards[1]"
+        get_algorithm(AlgoConfig()).score(["wrong", "wrong"], [ok])
+    assert e.value.field == "judgements"
+    with pytest.raises(InvalidInputError) as e:
+        StepJudgement("ok", ("a", "b"), 1, (3,))
+    assert e.value.field == "step_lengths"
+    with pytest.raises(InvalidInputError) as e:  # measured in tokens, a judgement needs its lengths
+        judgement_rts(StepJudgement("ok", ("a", "b"), 1), "tokens")
+    assert e.value.field == "step_lengths"
+    with pytest.raises(InvalidInputError, match="uncolored") as e:
+        judgement_rts(StepJudgement("failed", ("a", "b")), "steps")
+    assert e.value.field == "status"
 
 
 @pytest.mark.parametrize("first_error", [4, 10, -2])
@@ -62,8 +75,29 @@ def test_coloring_parameters_are_validated(field: str, value: float) -> None:
     kwargs = {"rts": 0.5, "beta": 5.0, "gamma": 0.5, "r_max": 0.5, field: value}
     rts = kwargs.pop("rts")
     with pytest.raises(InvalidInputError) as e:
-        compute_colored_reward(rts, **kwargs)
+        compute_colored_reward(rts, ColoringParams(**kwargs))
     assert e.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"beta": 0.0}, "beta"),
+        ({"beta": 31.0}, "beta"),
+        ({"gamma": 1.5}, "gamma"),
+        ({"r_max": 1.0}, "r_max"),
+        ({"r_max": float("nan")}, "r_max"),
+        ({"rts_unit": "words"}, "rts_unit"),
+    ],
+)
+def test_coloring_params_are_checked_once_for_every_caller(kwargs: dict[str, object], field: str) -> None:
+    """ColoringParams is the one definition of the bounds: AlgoConfig (config files) goes through it too."""
+    with pytest.raises(InvalidInputError) as e:
+        ColoringParams(**kwargs)  # type: ignore[arg-type]
+    assert e.value.field == field
+    if field != "rts_unit":  # AlgoConfig's Literal rejects a bad unit before
+        with pytest.raises(ValidationError, match=f"{field}: must be in"):
+            AlgoConfig(**kwargs)  # type: ignore[arg-type]
 
 
 def test_completion_logprobs_must_match_tokens() -> None:
@@ -81,5 +115,5 @@ def test_algo_config_rejects_unknown_keys_and_explains_conflicts() -> None:
         AlgoConfig(group_size=1)
     with pytest.raises(ValidationError, match="would never color anything"):
         AlgoConfig(algo="sgpo", dynamic_sampling=True)
-    assert AlgoConfig(algo="dapo").uses_dynamic_sampling
-    assert not AlgoConfig().uses_dynamic_sampling
+    assert get_algorithm(AlgoConfig(algo="dapo")).uses_dynamic_sampling
+    assert not get_algorithm(AlgoConfig()).uses_dynamic_sampling

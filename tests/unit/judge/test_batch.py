@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sgpo.core import compute_colored_reward, judgement_rts
 from sgpo.judge.batch import RowError, judge_row, parse_row
 from sgpo.judge.config import JudgeConfig
 from sgpo.judge.judge import build_judge
@@ -59,5 +60,7 @@ def test_a_row_comes_back_with_its_judgement() -> None:
 def test_an_empty_response_is_judged_wrong_from_the_start() -> None:
     judge = build_judge(JudgeConfig())
     [j] = judge.judge("Start with 7. Add 5.", "Step 1: 7 + 5 = 12\nAnswer: 12", [JudgeItem(response=" \n")])
-    assert (j.status, j.steps, j.first_error_step, j.rts) == ("ok", (), 0, 0.0)
-    assert 0.0 < j.reward < 0.5
+    assert (j.status, j.steps, j.first_error_step, j.step_lengths) == ("ok", (), 0, ())
+    assert judgement_rts(j, "tokens") == 0.0 and 0.0 < compute_colored_reward(0.0) < 0.5
+    out = judge_row(judge, 1, {"problem": "p", "response": " \n"})
+    assert out["rts"] == 0.0 and out["reward"] == compute_colored_reward(0.0)

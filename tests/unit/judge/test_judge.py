@@ -1,4 +1,4 @@
-"""The judge's logic layer: splitting, rts in tokens / characters / steps and the colored reward (from
+"""The judge's logic layer: splitting, step lengths in tokens / characters (rts and the colored reward follow in
 sgpo.core), request validation with field names, limits, metrics. Runs the real symbolic backend."""
 
 from __future__ import annotations
@@ -8,11 +8,19 @@ import math
 import pytest
 
 from sgpo.common.server import ResourceExhaustedError
-from sgpo.core import InvalidInputError, compute_colored_reward, compute_rts, split_steps
+from sgpo.core import (
+    AlgoConfig,
+    ColoringParams,
+    InvalidInputError,
+    compute_colored_reward,
+    compute_rts,
+    judgement_rts,
+    split_steps,
+)
 from sgpo.judge.config import JudgeConfig
 from sgpo.judge.judge import CHARS_NOTE, build_judge
 from sgpo.judge.metrics import JudgeMetrics
-from sgpo.judge.types import ColoringParams, JudgeItem
+from sgpo.judge.types import JudgeItem
 
 PROBLEM = "Start with 7. Add 5. Multiply by 3. Subtract 4."
 REFERENCE = "Step 1: 7 + 5 = 12\nStep 2: 12 * 3 = 36\nStep 3: 36 - 4 = 32\nAnswer: 32"
@@ -30,20 +38,21 @@ def judge():  # type: ignore[no-untyped-def]
     j.close()
 
 
-def test_group_of_responses_with_rts_and_reward_from_core(judge) -> None:  # type: ignore[no-untyped-def]
+def test_group_of_responses_measured_for_core_to_score(judge) -> None:  # type: ignore[no-untyped-def]
     items = [JudgeItem(response=SLIP, token_char_starts=char_offsets(SLIP)), JudgeItem(response=REFERENCE)]
     slip, ok = judge.judge(PROBLEM, REFERENCE, items)
     steps = split_steps(SLIP)
     assert slip.status == "ok" and slip.first_error_step == 1 and slip.backend == "symbolic"
     assert slip.steps == tuple(s.text for s in steps)
-    expected_rts = compute_rts([s.end - s.start for s in steps], 1)  # 1 token per character here
-    assert slip.rts == pytest.approx(expected_rts)
-    assert slip.reward == pytest.approx(compute_colored_reward(expected_rts))
+    assert slip.step_lengths == tuple(s.end - s.start for s in steps)  # 1 token per character here
+    expected_rts = compute_rts([s.end - s.start for s in steps], 1)
+    assert judgement_rts(slip, "tokens") == pytest.approx(expected_rts)
     assert CHARS_NOTE not in slip.reason
     # No located error: rts is the prefix up to, not including, the last step (DESIGN.md §1).
     assert ok.first_error_step == -1
     ref_steps = split_steps(REFERENCE)
-    assert ok.rts == pytest.approx(sum(s.end - s.start for s in ref_steps[:-1]) / len(REFERENCE))
+    rts = judgement_rts(ok, "tokens")
+    assert rts == pytest.approx(sum(s.end - s.start for s in ref_steps[:-1]) / len(REFERENCE))
     assert CHARS_NOTE in ok.reason  # no offsets: measured in characters, and it says so
 
 
@@ -53,22 +62,24 @@ def test_rts_in_tokens_counts_tokens_per_step(judge) -> None:  # type: ignore[no
     (j,) = judge.judge(PROBLEM, REFERENCE, [JudgeItem(response=SLIP, token_char_starts=starts)])
     steps = split_steps(SLIP)
     assert steps[1].start <= 19 < steps[1].end
-    assert j.rts == pytest.approx(2 / 8)
+    assert sum(j.step_lengths) == 8 and j.step_lengths[0] == 2
+    assert judgement_rts(j, "tokens") == pytest.approx(2 / 8)
 
 
-def test_rts_in_steps_and_request_coloring(judge) -> None:  # type: ignore[no-untyped-def]
+def test_rts_in_steps_and_other_coloring_from_the_same_judgement(judge) -> None:  # type: ignore[no-untyped-def]
     coloring = ColoringParams(beta=10.0, gamma=0.3, r_max=0.4, rts_unit="steps")
-    (j,) = judge.judge(PROBLEM, REFERENCE, [JudgeItem(response=SLIP)], coloring)
-    assert j.rts == pytest.approx(1 / 4)
-    assert j.reward == pytest.approx(0.4 / (1 + math.exp(-10.0 * (0.25 - 0.3))))
-    assert CHARS_NOTE not in j.reason
+    (j,) = judge.judge(PROBLEM, REFERENCE, [JudgeItem(response=SLIP)])
+    rts = judgement_rts(j, coloring.rts_unit)
+    assert rts == pytest.approx(1 / 4)
+    assert compute_colored_reward(rts, coloring) == pytest.approx(0.4 / (1 + math.exp(-10.0 * (0.25 - 0.3))))
+    assert CHARS_NOTE in j.reason  # the lengths it measured are characters; in steps they go unused
 
 
 def test_pre_split_steps(judge) -> None:  # type: ignore[no-untyped-def]
     steps = ("First 2 + 2 = 4.", "Then 4 * 4 = 15.", "So the answer is 15.")
     (j,) = judge.judge("q", "", [JudgeItem(steps=steps)])
-    assert j.steps == steps and j.first_error_step == 1
-    assert j.rts == pytest.approx(len(steps[0]) / sum(map(len, steps)))
+    assert j.steps == steps and j.first_error_step == 1 and j.step_lengths == tuple(map(len, steps))
+    assert judgement_rts(j, "tokens") == pytest.approx(len(steps[0]) / sum(map(len, steps)))
 
 
 @pytest.mark.parametrize(
@@ -88,21 +99,17 @@ def test_bad_items_name_the_field(judge, item: JudgeItem, field: str) -> None:  
     assert e.value.field == field
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [
-        ({"beta": 0.0}, "coloring.beta"),
-        ({"beta": 31.0}, "coloring.beta"),
-        ({"gamma": 1.5}, "coloring.gamma"),
-        ({"r_max": 1.0}, "coloring.r_max"),
-        ({"r_max": float("nan")}, "coloring.r_max"),
-        ({"rts_unit": "words"}, "coloring.rts_unit"),
-    ],
-)
-def test_bad_coloring_names_the_field(kwargs: dict[str, object], field: str) -> None:
-    with pytest.raises(InvalidInputError) as e:
-        ColoringParams(**kwargs)  # type: ignore[arg-type]
-    assert e.value.field == field
+@pytest.mark.parametrize("unit", ["tokens", "steps"])
+def test_default_coloring_and_rts_histogram_follow_the_algo_section(unit: str) -> None:
+    """The judge's [algo] section is the default coloring of HTTP / CLI callers and the unit of its rts metric."""
+    metrics = JudgeMetrics()
+    algo = AlgoConfig(beta=3.0, gamma=0.25, r_max=0.4, rts_unit=unit)  # type: ignore[arg-type]
+    j = build_judge(JudgeConfig(algo=algo), metrics)
+    assert j.coloring == ColoringParams(3.0, 0.25, 0.4, unit)  # type: ignore[arg-type]
+    (slip,) = j.judge(PROBLEM, REFERENCE, [JudgeItem(response=SLIP)])
+    assert metrics.registry.get_sample_value("sgpo_judge_rts_ratio_sum") == pytest.approx(
+        judgement_rts(slip, unit)
+    )  # type: ignore[arg-type]
 
 
 def test_limits_are_resource_exhausted() -> None:

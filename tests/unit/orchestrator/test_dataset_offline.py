@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
 
-from sgpo.core import InvalidInputError
+from sgpo.common.convert import group_to_pb
+from sgpo.core import AlgoConfig, InvalidInputError, compute_colored_reward, get_algorithm
 from sgpo.orchestrator.dataset import iterate_epochs, load_prompts
 from sgpo.orchestrator.offline import GroupWriter, read_groups
+from sgpo.orchestrator.rollout import score
+from sgpo.v1 import common_pb2
 from tests.unit.common.test_convert import make_group
 
 
@@ -58,3 +62,30 @@ def test_recorded_groups_round_trip_and_truncation(tmp_path: Path) -> None:
     (tmp_path / "x.bin").write_bytes(b"nope")
     with pytest.raises(InvalidInputError, match="not a file written by `sgpo record`"):
         list(read_groups(tmp_path / "x.bin"))
+
+
+def test_groups_recorded_in_format_1_still_replay(tmp_path: Path) -> None:
+    """Format 1 stored each judgement's rts (no step lengths): a replay scores it exactly as recorded."""
+    m = group_to_pb(make_group(5))  # verdicts: wrong, unscorable, wrong
+    del m.judgements[:]
+    ok = common_pb2.JUDGE_STATUS_OK
+    m.judgements.extend(
+        [
+            common_pb2.StepJudgement(status=ok, steps=["a", "b", "c"], first_error_step=1, legacy_rts=3 / 11),
+            common_pb2.StepJudgement(),
+            common_pb2.StepJudgement(status=ok, steps=["a", "b"], first_error_step=-1, legacy_rts=0.625),
+        ]
+    )
+    data = m.SerializeToString()
+    path = tmp_path / "old.bin"
+    path.write_bytes(b"SGPO-GROUPS 1\n" + struct.pack("<I", len(data)) + data)
+    (back,) = read_groups(path)
+    scored = score(back, get_algorithm(AlgoConfig()))
+    assert scored.group.colored and not scored.score.uncolorable
+    assert scored.group.rewards == (compute_colored_reward(3 / 11), 0.0, compute_colored_reward(0.625))
+    # New files are written in format 2, with the judgements' step lengths.
+    with GroupWriter(tmp_path / "new.bin") as w:
+        w.write(scored.group)
+    assert (tmp_path / "new.bin").read_bytes().startswith(b"SGPO-GROUPS 2\n")
+    (again,) = read_groups(tmp_path / "new.bin")
+    assert again.judgements == scored.group.judgements

@@ -1,12 +1,12 @@
-"""Scoring a generated group: coloring only where needed, judge failures counted, DAPO filtering."""
+"""Scoring a generated group: coloring only where needed, judge failures flagged, DAPO filtering."""
 
 from __future__ import annotations
 
 import pytest
 
-from sgpo.core import AlgoConfig, Completion, StepJudgement, Verdict, compute_colored_reward
+from sgpo.core import AlgoConfig, Completion, StepJudgement, Verdict, compute_colored_reward, get_algorithm
 from sgpo.orchestrator.dataset import Prompt
-from sgpo.orchestrator.rollout import build_group, score
+from sgpo.orchestrator.rollout import ScoredGroup, build_group, score
 
 PROMPT = Prompt("p1", "Start with 7. Add 5.", "12", "Step 1: 7 + 5 = 12\nAnswer: 12")
 
@@ -21,7 +21,9 @@ def completions(n: int) -> list[Completion]:
 
 
 def judgement(first_error: int, rts: float) -> StepJudgement:
-    return StepJudgement("ok", ("a", "b"), first_error, rts, 0.0, backend="test")
+    """Two steps measured so that the share before `first_error` (-1: before the last step) is `rts`."""
+    head = round(rts * 10)
+    return StepJudgement("ok", ("a", "b"), first_error, (head, 10 - head), backend="test")
 
 
 class RecordingJudge:
@@ -35,7 +37,7 @@ class RecordingJudge:
         return self.result[: len(indices)] if self.result is not None else [None] * len(indices)
 
 
-def build(statuses: list[str], judge: RecordingJudge, cfg: AlgoConfig, **kw: bool):  # type: ignore[no-untyped-def]
+def build(statuses: list[str], judge: RecordingJudge, cfg: AlgoConfig, **kw: bool) -> ScoredGroup:
     verdicts = [Verdict(s) for s in statuses]  # type: ignore[arg-type]
     return build_group(
         PROMPT,
@@ -44,7 +46,7 @@ def build(statuses: list[str], judge: RecordingJudge, cfg: AlgoConfig, **kw: boo
         completions(len(statuses)),
         verdicts,
         judge,
-        cfg,
+        get_algorithm(cfg),
         run_id="r",
         timings={},
         **kw,
@@ -53,9 +55,10 @@ def build(statuses: list[str], judge: RecordingJudge, cfg: AlgoConfig, **kw: boo
 
 def test_all_negative_group_is_judged_and_colored_with_rts_rewards() -> None:
     judge = RecordingJudge([judgement(0, 0.0), judgement(1, 0.5), judgement(-1, 0.5), judgement(0, 0.0)])
-    group, dropped, uncolorable = build(["wrong"] * 4, judge, AlgoConfig())
-    assert judge.calls == [[0, 1, 2, 3]] and dropped is None and not uncolorable
-    assert group is not None and group.colored and group.kind == "all_negative"
+    scored = build(["wrong"] * 4, judge, AlgoConfig())
+    group = scored.group
+    assert judge.calls == [[0, 1, 2, 3]] and scored.score.keep and not scored.score.uncolorable
+    assert group.colored and group.kind == "all_negative"
     assert group.rewards[1] == pytest.approx(compute_colored_reward(0.5))
     assert group.advantages[1] > 0 > group.advantages[0]
     assert "judge" in group.timings and group.policy_version == 3
@@ -63,41 +66,43 @@ def test_all_negative_group_is_judged_and_colored_with_rts_rewards() -> None:
 
 def test_mixed_group_is_not_judged_under_all_negative_scope() -> None:
     judge = RecordingJudge([])
-    group, _, _ = build(["correct", "wrong", "wrong"], judge, AlgoConfig())
-    assert judge.calls == [] and group is not None and not group.colored
+    group = build(["correct", "wrong", "wrong"], judge, AlgoConfig()).group
+    assert judge.calls == [] and not group.colored
     assert group.rewards == (1.0, 0.0, 0.0)
 
 
 def test_grpo_never_calls_the_judge() -> None:
     judge = RecordingJudge([])
-    group, _, _ = build(["wrong"] * 3, judge, AlgoConfig(algo="grpo"))
-    assert judge.calls == [] and group is not None and group.advantages == (0.0, 0.0, 0.0)
+    group = build(["wrong"] * 3, judge, AlgoConfig(algo="grpo")).group
+    assert judge.calls == [] and group.advantages == (0.0, 0.0, 0.0) and group.algo == "grpo"
 
 
 def test_judge_failure_leaves_group_uncolored_and_flagged() -> None:
-    group, _, uncolorable = build(["wrong"] * 3, RecordingJudge(None), AlgoConfig())
-    assert uncolorable and group is not None and not group.colored
-    assert group.advantages == (0.0, 0.0, 0.0)
+    scored = build(["wrong"] * 3, RecordingJudge(None), AlgoConfig())
+    assert scored.score.uncolorable and scored.score.keep and not scored.group.colored
+    assert scored.group.advantages == (0.0, 0.0, 0.0)
 
 
 def test_failed_judgement_status_counts_as_failure() -> None:
     judge = RecordingJudge([judgement(0, 0.0), StepJudgement("failed", reason="unparseable")])
-    group, _, uncolorable = build(["wrong", "wrong"], judge, AlgoConfig())
-    assert uncolorable and group is not None and not group.colored
+    scored = build(["wrong", "wrong"], judge, AlgoConfig())
+    assert scored.score.uncolorable and not scored.group.colored
 
 
 def test_dapo_drops_zero_and_full_accuracy_groups() -> None:
     cfg = AlgoConfig(algo="dapo")
-    assert build(["wrong"] * 3, RecordingJudge([]), cfg)[1] == "filtered"
-    assert build(["correct"] * 3, RecordingJudge([]), cfg)[1] == "filtered"
-    group, dropped, _ = build(["correct", "wrong", "wrong"], RecordingJudge([]), cfg)
-    assert dropped is None and group is not None
+    assert build(["wrong"] * 3, RecordingJudge([]), cfg).score.drop_reason == "filtered"
+    assert build(["correct"] * 3, RecordingJudge([]), cfg).score.drop_reason == "filtered"
+    assert build(["correct", "wrong", "wrong"], RecordingJudge([]), cfg).score.keep
 
 
 def test_recording_judges_every_wrong_answer_and_replay_rescoring_switches_algorithm() -> None:
     judge = RecordingJudge([judgement(0, 0.0), judgement(1, 0.5)])
-    group, _, _ = build(["correct", "wrong", "wrong"], judge, AlgoConfig(algo="grpo"), judge_all_wrong=True)
-    assert judge.calls == [[1, 2]] and group is not None and not group.colored
-    colored, _ = score(group, AlgoConfig(color_scope="all_incorrect"))
+    group = build(["correct", "wrong", "wrong"], judge, AlgoConfig(algo="grpo"), judge_all_wrong=True).group
+    assert judge.calls == [[1, 2]] and not group.colored
+    colored = score(group, get_algorithm(AlgoConfig(color_scope="all_incorrect"))).group
     assert colored.colored and colored.rewards[2] == pytest.approx(compute_colored_reward(0.5))
     assert colored.algo == "sgpo"
+    # The judgements keep their step lengths, so a replay may also measure rts in steps.
+    in_steps = score(group, get_algorithm(AlgoConfig(color_scope="all_incorrect", rts_unit="steps"))).group
+    assert in_steps.rewards[2] == pytest.approx(compute_colored_reward(0.5)) and in_steps.rewards[1] < 0.5
