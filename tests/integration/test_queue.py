@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from sgpo.common.queue import GroupQueue
+from tests.unit.common.test_queue import wait_below_high_water
 from tests.unit.trainer.fixtures import make_group
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def test_competing_consumers_with_one_dying_process_every_group_exactly_once(
     def produce() -> None:
         nonlocal max_backlog
         for i in range(n):
-            assert producer.wait_below_high_water(timeout=30)
+            assert wait_below_high_water(producer, timeout=30)
             max_backlog = max(max_backlog, producer.waiting())
             assert producer.put(make_group(f"g{i:03d}", size=2)).status == "queued"
 

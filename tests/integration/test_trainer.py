@@ -19,6 +19,7 @@ from sgpo.common.queue import GroupQueue
 from sgpo.common.server import wait_for_health
 from sgpo.v1 import generator_pb2, generator_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from tests.support import free_port, run_service, sgpo_cmd
+from tests.unit.common.test_queue import dead_letters, wait_below_high_water
 from tests.unit.trainer.fixtures import final_consumed, make_group, read_metrics, tiny_policy, trainer_env
 
 pytestmark = pytest.mark.integration
@@ -138,7 +139,7 @@ def test_trainer_service_pause_resume_checkpoint_now_publish_dead_letter_and_sig
             "step 3 published",
             svc.proc,
         )
-        dead = queue.dead_letters()
+        dead = dead_letters(queue)
         assert [d["group_id"] for d in dead] == ["bad"] and "outside the model's vocabulary" in dead[0][
             "reason"
         ]
@@ -284,7 +285,7 @@ def test_two_trainers_share_a_queue_and_train_every_group_exactly_once(
         for port in ports.values():
             wait_for_health(f"127.0.0.1:{port}", timeout_s=180)
         for i in range(n):
-            assert queue.wait_below_high_water(timeout=120)
+            assert wait_below_high_water(queue, timeout=120)
             assert queue.put(make_group(f"g{i:02d}")).status == "queued"
         wait_for(
             lambda: sum(len(read_metrics(tmp_path / x)) for x in "ab") == n,

@@ -97,7 +97,8 @@ def _parse_id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _s(x: Any) -> str:
+def _text(x: Any) -> str:
+    """A Redis reply value as text (replies are bytes unless the client decodes them)."""
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
@@ -192,11 +193,7 @@ class GroupQueue:
         entry = self._put(keys=[self.stream, self.keys["group_ids"]], args=[group.group_id, data])
         if entry is None:
             return PutResult("duplicate")
-        return PutResult("queued", _s(entry))
-
-    def backlog(self) -> int:
-        """Groups queued and not yet acknowledged by the trainers' consumer group."""
-        return self.stats().backlog
+        return PutResult("queued", _text(entry))
 
     def waiting(self) -> int:
         """Groups queued and not yet delivered to any trainer: what the high-water mark bounds.
@@ -206,16 +203,6 @@ class GroupQueue:
         whenever `high_water` <= checkpoint_every x batch_groups.
         """
         return self.stats().lag
-
-    def wait_below_high_water(self, timeout: float | None = None, poll_s: float = 0.1) -> bool:
-        """Block until fewer than `high_water` groups wait for delivery (True) or `timeout` seconds pass."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self.waiting() < self.high_water:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(poll_s)
 
     # ---------------------------------------------------------------- consumer
     def ensure_consumer_group(self) -> None:
@@ -254,7 +241,7 @@ class GroupQueue:
             if not rows:
                 return out
             out.extend(self._decode_rows(rows, "own_pending"))
-            start = _s(rows[-1][0])
+            start = _text(rows[-1][0])
 
     def reclaim(self, count: int = 100, min_idle_ms: int | None = None) -> list[QueueEntry]:
         """Take over entries other consumers left pending for longer than `min_idle_ms` (XAUTOCLAIM)."""
@@ -266,9 +253,9 @@ class GroupQueue:
             reply = self.client.xautoclaim(
                 self.stream, self.consumer_group, self.consumer, idle, start_id=cursor, count=count
             )
-            cursor = _s(reply[0])
+            cursor = _text(reply[0])
             out.extend(self._decode_rows(reply[1], "reclaimed"))
-            deleted = [_s(x) for x in (reply[2] if len(reply) > 2 else [])]
+            deleted = [_text(x) for x in (reply[2] if len(reply) > 2 else [])]
             for entry_id in deleted:
                 # A pending entry whose data vanished (deleted by hand): record it, release it.
                 self.dead_letter(entry_id, "entry deleted from the stream while pending", "")
@@ -308,11 +295,6 @@ class GroupQueue:
             "group dead-lettered", extra={"entry_id": entry_id, "group_id": group_id, "reason": reason}
         )
 
-    def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
-        """The newest dead-letter entries (without payloads), newest first."""
-        rows = self.client.xrevrange(self.dead, count=count)
-        return [{_s(k): _s(v) for k, v in fields.items() if _s(k) != "data"} for _, fields in rows]
-
     def trim_acked(self) -> int:
         """Delete entries that every consumer group has acknowledged; returns how many were deleted."""
         groups = self.client.xinfo_groups(self.stream) if self.client.exists(self.stream) else []
@@ -320,12 +302,12 @@ class GroupQueue:
             return 0
         bounds: list[tuple[int, int]] = []
         for g in groups:
-            ms, seq = _parse_id(_s(g["last-delivered-id"]))
+            ms, seq = _parse_id(_text(g["last-delivered-id"]))
             bounds.append((ms, seq + 1))  # everything up to last-delivered was delivered...
             if int(g["pending"]) > 0:  # ...and the oldest still-pending entry bounds what was acknowledged
-                oldest = self.client.xpending(self.stream, _s(g["name"]))["min"]
+                oldest = self.client.xpending(self.stream, _text(g["name"]))["min"]
                 if oldest is not None:  # None: another consumer acknowledged the rest since xinfo_groups
-                    bounds.append(_parse_id(_s(oldest)))
+                    bounds.append(_parse_id(_text(oldest)))
         ms, seq = min(bounds)
         return int(self.client.xtrim(self.stream, minid=f"{ms}-{seq}", approximate=False))
 
@@ -341,7 +323,7 @@ class GroupQueue:
                 groups = self.client.xinfo_groups(self.stream)
             except Exception:  # the stream vanished between the calls
                 groups = []
-        mine = [g for g in groups if _s(g["name"]) == self.consumer_group]
+        mine = [g for g in groups if _text(g["name"]) == self.consumer_group]
         if not mine:
             return QueueStats(int(length), int(length), 0, int(dead), 0)
         g = mine[0]
@@ -390,12 +372,12 @@ class GroupQueue:
     def _decode_rows(self, rows: Any, delivery: Delivery) -> list[QueueEntry]:
         out: list[QueueEntry] = []
         for raw_id, fields in rows:
-            entry_id = _s(raw_id)
+            entry_id = _text(raw_id)
             if fields is None:  # history read of an entry deleted while pending
                 self.dead_letter(entry_id, "entry deleted from the stream while pending", "")
                 continue
-            fields = {_s(k): v for k, v in fields.items()}
-            group_id = _s(fields.get("group_id", b""))
+            fields = {_text(k): v for k, v in fields.items()}
+            group_id = _text(fields.get("group_id", b""))
             data = fields.get("data")
             if data is None:
                 self.dead_letter(entry_id, "undecodable: the entry has no 'data' field", group_id)

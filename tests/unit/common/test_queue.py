@@ -19,6 +19,22 @@ def _queue(redis_url: str, run_id: str, consumer: str = "c1", **kw: object) -> G
     return GroupQueue(redis_url, run_id, consumer=consumer, **kw)  # type: ignore[arg-type]
 
 
+def wait_below_high_water(q: GroupQueue, timeout: float, poll_s: float = 0.05) -> bool:
+    """What a producer does before `put` (the orchestrator's QueuePacer does it with the staleness bound)."""
+    deadline = time.monotonic() + timeout
+    while q.waiting() >= q.high_water:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
+def dead_letters(q: GroupQueue) -> list[dict[str, str]]:
+    """The dead-letter stream's entries without payloads, newest first (as an operator reads it with XREVRANGE)."""
+    rows = q.client.xrevrange(q.dead, count=100)
+    return [{k.decode(): v.decode() for k, v in fields.items() if k != b"data"} for _, fields in rows]
+
+
 def test_put_read_ack_round_trip(redis_url: str, redis_prefix: str) -> None:
     q = _queue(redis_url, redis_prefix)
     groups = [make_group(f"g{i}", size=3) for i in range(3)]
@@ -66,7 +82,7 @@ def test_oversized_and_undecodable_entries_are_dead_lettered_and_reading_goes_on
     stats = q.stats()
     assert stats.dead == 4
     assert stats.pending == 1  # only the good entry waits for its ack; the dead ones were acknowledged
-    reasons = {d["group_id"]: d["reason"] for d in q.dead_letters()}
+    reasons = {d["group_id"]: d["reason"] for d in dead_letters(q)}
     assert reasons["big"].startswith("oversized") and reasons["big2"].startswith("oversized")
     assert reasons["junk"].startswith("undecodable")
     assert "no 'data' field" in reasons["nodata"]
@@ -124,12 +140,12 @@ def test_producer_waits_below_high_water_until_the_consumer_reads(redis_url: str
     consumer = _queue(redis_url, redis_prefix, consumer="c", high_water=3)
     for i in range(3):
         producer.put(make_group(f"g{i}"))
-    assert producer.backlog() == producer.waiting() == 3
-    assert producer.wait_below_high_water(timeout=0.2) is False
+    assert producer.stats().backlog == producer.waiting() == 3
+    assert wait_below_high_water(producer, timeout=0.2) is False
     released = threading.Event()
 
     def wait() -> None:
-        if producer.wait_below_high_water(timeout=10):
+        if wait_below_high_water(producer, timeout=10):
             released.set()
 
     t = threading.Thread(target=wait)
@@ -141,7 +157,7 @@ def test_producer_waits_below_high_water_until_the_consumer_reads(redis_url: str
     consumer.read(count=1, block_ms=100)
     t.join(10)
     assert released.is_set()
-    assert (producer.waiting(), producer.backlog()) == (2, 3)
+    assert (producer.waiting(), producer.stats().backlog) == (2, 3)
 
 
 def test_trim_survives_the_last_pending_entry_being_acknowledged_meanwhile(
