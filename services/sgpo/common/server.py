@@ -57,6 +57,13 @@ class BadRequestError(ServiceError):
     http_status = 422
 
 
+def error_code_name(exc: BaseException) -> str:
+    """The status name a handler's exception maps to, for the `code` label of request metrics."""
+    if isinstance(exc, ServiceError):
+        return str(exc.code.name)
+    return "INVALID_ARGUMENT" if isinstance(exc, InvalidInputError) else "INTERNAL"
+
+
 def map_exception(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     """(status, message) for an exception raised by a handler; unexpected ones are logged and sanitized."""
     if isinstance(exc, ServiceError):

@@ -7,15 +7,14 @@ serving; SIGTERM drains gRPC, stops HTTP and closes the engine.
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
 from typing import Any
 
 import grpc
 
 from sgpo.common.convert import completion_to_pb
-from sgpo.common.server import ServiceError, UnavailableError, serve_grpc
+from sgpo.common.http import HttpServer
+from sgpo.common.server import UnavailableError, error_code_name, serve_grpc
 from sgpo.core.errors import InvalidInputError
 from sgpo.generator.config import GeneratorConfig
 from sgpo.generator.engine import Engine, build_engine
@@ -38,12 +37,6 @@ def sampling_from_pb(m: common_pb2.SamplingParams) -> SamplingParams:
         stop=tuple(m.stop),
         seed=m.seed if m.HasField("seed") else None,
     )
-
-
-def _code_name(exc: BaseException) -> str:
-    if isinstance(exc, ServiceError):
-        return str(exc.code.name)
-    return "INVALID_ARGUMENT" if isinstance(exc, InvalidInputError) else "INTERNAL"
 
 
 class GeneratorState:
@@ -89,7 +82,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 ]
             )
         except Exception as e:
-            code = _code_name(e)
+            code = error_code_name(e)
             raise
         finally:
             self.state.metrics.latency.labels("grpc").observe(time.perf_counter() - start)
@@ -117,49 +110,6 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         return generator_pb2.GetInfoResponse(
             model=engine.model_name, engine=engine.name, policy_version=engine.policy_version
         )
-
-
-class HttpServer:
-    """uvicorn in a background thread on a socket bound before it starts (so the port is known at once)."""
-
-    def __init__(self, app: Any, host: str, port: int, grace_s: float) -> None:
-        import uvicorn
-
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((host, port))
-        except OSError as e:
-            self.sock.close()
-            raise OSError(
-                f"could not bind HTTP {host}:{port} ({e}); set a free http_port in [generator]"
-            ) from e
-        self.port = int(self.sock.getsockname()[1])
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=max(1, int(grace_s)),
-            lifespan="off",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, name="generator-http", daemon=True
-        )
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the generator's HTTP server did not start; see the log above")
-            time.sleep(0.02)
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout_s)
-        self.sock.close()
 
 
 def build_http_app(state: GeneratorState) -> Any:
@@ -196,7 +146,9 @@ def serve(cfg: GeneratorConfig) -> None:
     def load() -> None:
         nonlocal http
         if cfg.http_enabled:
-            http = HttpServer(build_http_app(state), cfg.host, cfg.http_port, cfg.grace_period_s)
+            http = HttpServer(
+                build_http_app(state), cfg.host, cfg.http_port, cfg.grace_period_s, service="generator"
+            )
             http.start()
             log.info("http listening", extra={"http_port": http.port})
         t0 = time.monotonic()

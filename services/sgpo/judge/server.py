@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-import socket
-import threading
 import time
-from typing import Any
 
 import grpc
 
 from sgpo.common.convert import judgement_to_pb
-from sgpo.common.server import ResourceExhaustedError, ServiceError, serve_grpc
-from sgpo.core import InvalidInputError
+from sgpo.common.http import HttpServer
+from sgpo.common.server import ResourceExhaustedError, error_code_name, serve_grpc
 from sgpo.judge.config import JudgeConfig
 from sgpo.judge.judge import build_judge
 from sgpo.judge.metrics import JudgeMetrics
@@ -29,12 +26,6 @@ from sgpo.v1 import judge_pb2, judge_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
-
-
-def _code_name(exc: BaseException) -> str:
-    if isinstance(exc, ServiceError):
-        return str(exc.code.name)
-    return "INVALID_ARGUMENT" if isinstance(exc, InvalidInputError) else "INTERNAL"
 
 
 class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
@@ -62,59 +53,18 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
             out = judge.judge(request.problem, request.reference_solution, items)
             return judge_pb2.JudgeResponse(judgements=[judgement_to_pb(j) for j in out])
         except Exception as e:
-            code = _code_name(e)
+            code = error_code_name(e)
             raise
         finally:
             self.state.metrics.request_latency.labels("grpc").observe(time.perf_counter() - start)
             self.state.metrics.requests.labels("grpc", code).inc()
 
 
-class HttpServer:
-    """uvicorn in a background thread on a socket bound before it starts (so the port is known at once)."""
-
-    def __init__(self, app: Any, host: str, port: int, grace_s: float) -> None:
-        import uvicorn
-
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((host, port))
-        except OSError as e:
-            self.sock.close()
-            raise OSError(f"could not bind HTTP {host}:{port} ({e}); set a free http_port in [judge]") from e
-        self.port = int(self.sock.getsockname()[1])
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=max(1, int(grace_s)),
-            lifespan="off",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, name="judge-http", daemon=True
-        )
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the judge's HTTP server did not start; see the log above")
-            time.sleep(0.02)
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout_s)
-        self.sock.close()
-
-
 def start_http(state: JudgeState) -> HttpServer:
     from sgpo.judge.api import build_app
 
     cfg = state.cfg
-    http = HttpServer(build_app(cfg, state), cfg.host, cfg.http_port, cfg.grace_period_s)
+    http = HttpServer(build_app(cfg, state), cfg.host, cfg.http_port, cfg.grace_period_s, service="judge")
     http.start()
     return http
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
+from sgpo.common.exact import Huge, Unknown, Value, evaluate
 from sgpo.core.types import VerdictStatus
-from sgpo.verifier.arith import Huge, Unknown, Value, evaluate
 
 ExtractMethod = Literal["boxed", "hashes", "answer_line", "answer_is", "last_number", "whole"]
 Fallback = Literal["math_verify", "last_number", "none"]
@@ -343,7 +343,7 @@ def clean(s: str) -> str:
 class NumberAnswer:
     """A number with what surrounded it: `x = 3` has var "x"; `28\\%` has percent set."""
 
-    value: Value  # a Fraction, or arith.Huge / arith.Unknown for towers like 10^{10^{10}}
+    value: Value  # a Fraction, or exact.Huge / exact.Unknown for towers like 10^{10^{10}}
     exact: bool  # no decimal point: compare exactly, not rounded
     percent: bool = False
     var: str = ""

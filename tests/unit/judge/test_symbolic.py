@@ -12,7 +12,18 @@ from hypothesis import strategies as st
 
 from sgpo.core import split_steps
 from sgpo.judge.config import SymbolicBackend
-from sgpo.judge.symbolic import check_steps, find_claims, parse_reference
+from sgpo.judge.symbolic import (
+    AnswerStep,
+    ChainStep,
+    Unsupported,
+    check_steps,
+    evaluate,
+    find_claims,
+    normalize,
+    parse_format_step,
+    parse_reference,
+    tokenize,
+)
 from tests.support import SHARED_DATA
 
 CFG = SymbolicBackend()
@@ -315,3 +326,46 @@ def test_huge_and_deep_inputs_stay_bounded() -> None:
     assert verdicts("(" * 3000 + "1" + ")" * 3000 + " + 1 = 2") == []
     assert verdicts("\\frac{" * 500 + "1" + "}{2}" * 500 + " = 3") == []
     assert first_error(["1 + 1 = 2 " * 20000]) == -1
+
+
+# ------------------------------------------------------------------------------------- the layers, one by one
+
+
+def test_normalize_turns_latex_and_prose_into_plain_arithmetic() -> None:
+    assert normalize("\\frac{1}{2} \\times 14{,}000").split() == ["((1)/(2))", "*", "14000"]
+    assert "√(49)" in normalize("\\sqrt{49}")
+    assert "⟦pound⟧" in normalize("8 \\text{ pounds}")
+    assert "⊗" in normalize("20% of 50")
+
+
+def test_tokenize_kinds() -> None:
+    kinds = [t.kind for t in tokenize("(3 + 4)% = 7 ≈ x")]
+    assert kinds == ["lp", "num", "op", "num", "rp", "pct", "eq", "num", "eq", "word"]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("2 ^ 10", Fraction(1024)),
+        ("(2)(3)", Fraction(6)),
+        ("√(9/4)", Fraction(3, 2)),
+        ("25%", Fraction(1, 4)),
+    ],
+)
+def test_evaluate_expression(text: str, value: Fraction) -> None:
+    assert evaluate(tokenize(text)).value == value
+
+
+@pytest.mark.parametrize("text", ["6 / 2 / 3", "2(3)", "50 + 10%", "√(2)", "2 ^ 1000", "012 + 1"])
+def test_ambiguous_or_unbounded_expressions_are_unsupported(text: str) -> None:
+    with pytest.raises(Unsupported):
+        evaluate(tokenize(text))
+
+
+def test_parse_format_step_reads_the_synthetic_format() -> None:
+    assert parse_format_step("Step 2: 7 × 3 = 21") == ChainStep(Fraction(7), "*", Fraction(3), Fraction(21))
+    assert parse_format_step("Answer: 21") == AnswerStep(Fraction(21))
+    assert parse_format_step("7 × 3 = 21") is None
+    assert parse_format_step("7 × 3 = 21", need_header=False) == ChainStep(
+        Fraction(7), "*", Fraction(3), Fraction(21)
+    )

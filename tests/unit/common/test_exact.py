@@ -1,4 +1,5 @@
-"""The size-guarded arithmetic evaluator that keeps power and factorial towers away from sympy."""
+"""Exact arithmetic shared by the verifier and the judge: literals, printing, and the size-guarded evaluator
+that keeps power and factorial towers away from sympy."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ from fractions import Fraction
 
 import pytest
 
-from sgpo.verifier.arith import HUGE_NEG, HUGE_POS, UNKNOWN, evaluate
+from sgpo.common.exact import (
+    HUGE_NEG,
+    HUGE_POS,
+    UNKNOWN,
+    decimal_text,
+    evaluate,
+    exact_sqrt,
+    format_exact,
+    parse_decimal,
+)
 
 
 @pytest.mark.parametrize(
@@ -73,3 +83,50 @@ def test_not_arithmetic(text: str) -> None:
 
 def test_long_input_is_refused_before_parsing() -> None:
     assert evaluate("1+" * 300 + "1") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("12", Fraction(12)),
+        ("3.50", Fraction(7, 2)),
+        (".5", Fraction(1, 2)),
+        ("3.", Fraction(3)),
+        ("-4", Fraction(-4)),
+    ],
+)
+def test_parse_decimal_is_exact(text: str, value: Fraction) -> None:
+    assert parse_decimal(text) == value == Fraction(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (Fraction(7), "7"),
+        (Fraction(-3, 4), "-0.75"),
+        (Fraction(1, 3), "1/3 (≈ 0.333333)"),
+        (Fraction(1, 2**13), "1/8192"),  # terminating, but 13 places
+    ],
+)
+def test_format_exact(value: Fraction, text: str) -> None:
+    assert format_exact(value) == text
+
+
+def test_decimal_text_round_trips_terminating_values_and_cuts_the_rest() -> None:
+    assert decimal_text(Fraction(28285, 10000)) == "2.8285"
+    assert decimal_text(Fraction(5)) == "5"
+    assert decimal_text(Fraction(1, 20)) == "0.05"
+    assert decimal_text(Fraction(1, 3)) == "0." + "3" * 40
+
+
+@pytest.mark.parametrize(
+    ("value", "root"),
+    [
+        (Fraction(49), Fraction(7)),
+        (Fraction(9, 4), Fraction(3, 2)),
+        (Fraction(2), None),
+        (Fraction(-4), None),
+    ],
+)
+def test_exact_sqrt_only_for_rational_roots(value: Fraction, root: Fraction | None) -> None:
+    assert exact_sqrt(value) == root
