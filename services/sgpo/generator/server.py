@@ -18,7 +18,8 @@ from sgpo.common.convert import completion_to_pb
 from sgpo.common.server import ServiceError, UnavailableError, serve_grpc
 from sgpo.core.errors import InvalidInputError
 from sgpo.generator.config import GeneratorConfig
-from sgpo.generator.engine import Engine, build_engine
+from sgpo.generator.engine import Engine
+from sgpo.generator.factory import build_engine
 from sgpo.generator.metrics import GeneratorMetrics
 from sgpo.generator.sampling import SamplingParams
 from sgpo.v1 import common_pb2, generator_pb2, generator_pb2_grpc
