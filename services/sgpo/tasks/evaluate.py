@@ -23,12 +23,12 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from sgpo.tasks.accuracy import level_order, sample_and_score
 from sgpo.tasks.benchmarks import (
     BenchmarkItem,
     BenchmarkName,
@@ -223,8 +223,6 @@ def evaluate_benchmark(
     on_generated(sum(not f for f in fits))
     todo = [i for i, f in enumerate(fits) if f]
     chunks = [todo[s : s + opts.batch_size] for s in range(0, len(todo), opts.batch_size)]
-    results: dict[int, Any] = {}
-    verdicts: dict[int, list[Any]] = {}
 
     def sample(chunk: list[int]) -> list[Any]:
         params = SamplingParams(
@@ -240,27 +238,10 @@ def evaluate_benchmark(
         texts = [[c.text for c in out.completions] for out in outs]
         return score_completions(verifier, [items[i] for i in chunk], texts)
 
-    gen_futures: dict[Future[list[Any]], list[int]] = {}
-    ver_futures: list[tuple[list[int], Future[list[list[Any]]]]] = []
-    with (
-        ThreadPoolExecutor(CONCURRENT_CALLS.get(opts.engine, 1), thread_name_prefix="eval-gen") as gen_pool,
-        ThreadPoolExecutor(1, thread_name_prefix="eval-verify") as ver_pool,
-    ):
-        try:
-            gen_futures = {gen_pool.submit(sample, chunk): chunk for chunk in chunks}
-            for fut in as_completed(gen_futures):
-                chunk, outs = gen_futures[fut], fut.result()
-                for i, out in zip(chunk, outs, strict=True):
-                    results[i] = out
-                ver_futures.append((chunk, ver_pool.submit(verify, chunk, outs)))
-                on_generated(len(chunk))
-            for chunk, vfut in ver_futures:
-                for i, vs in zip(chunk, vfut.result(), strict=True):
-                    verdicts[i] = vs
-        except BaseException:
-            for f in [*gen_futures, *(v for _, v in ver_futures)]:
-                f.cancel()
-            raise
+    scored = sample_and_score(
+        chunks, sample, verify, concurrency=CONCURRENT_CALLS.get(opts.engine, 1), on_sampled=on_generated
+    )
+    results, verdicts = scored.outputs, scored.verdicts
 
     records = []
     for i, it in enumerate(items):
@@ -303,7 +284,7 @@ def evaluate_benchmark(
         records.append(rec)
 
     metrics = _metrics(records, opts.k, opts.pass_k)
-    levels = sorted({r["level"] for r in records if r["level"]}, key=lambda s: (len(s), s))
+    levels = sorted({r["level"] for r in records if r["level"]}, key=level_order)
     if levels:
         metrics["by_level"] = {
             lv: _metrics([r for r in records if r["level"] == lv], opts.k, opts.pass_k) for lv in levels

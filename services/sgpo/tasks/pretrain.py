@@ -92,24 +92,27 @@ def accuracy_by_level(
     engine: Any, problems: Sequence[ArithProblem], temperature: float = 0.0, samples: int = 1
 ) -> dict[int, float]:
     """Accuracy per difficulty level (exact final answer) of a generator engine: greedy by default, else the
-    mean over `samples` completions per problem at `temperature` (avg@k, seeded)."""
+    mean over `samples` completions per problem at `temperature` (avg@k, seeded). One generate call per level,
+    with a budget of the level's longest reference solution plus 24 tokens (`sgpo.tasks.accuracy` evaluates)."""
     from sgpo.generator.sampling import SamplingParams
+    from sgpo.tasks.accuracy import LevelItem
+    from sgpo.tasks.accuracy import accuracy_by_level as evaluate
 
-    by_level: dict[int, list[ArithProblem]] = {}
-    for p in problems:
-        by_level.setdefault(p.steps, []).append(p)
-    out: dict[int, float] = {}
-    for level, items in sorted(by_level.items()):
-        budget = max(len(p.solution) for p in items) + 24
+    items = [LevelItem(p.problem, p.answer, str(p.steps)) for p in problems]
+    by_level: dict[int, list[int]] = {}
+    for i, p in enumerate(problems):
+        by_level.setdefault(p.steps, []).append(i)
+
+    def sample(chunk: list[int]) -> Any:
+        budget = max(len(problems[i].solution) for i in chunk) + 24
         params = SamplingParams(n=samples, temperature=temperature, max_tokens=budget, seed=0)
-        results = engine.generate([format_prompt(p.problem) for p in items], params)
-        correct = sum(
-            extract_answer(c.text) == p.answer
-            for r, p in zip(results, items, strict=True)
-            for c in r.completions
-        )
-        out[level] = correct / (len(items) * samples)
-    return out
+        return engine.generate([format_prompt(problems[i].problem) for i in chunk], params)
+
+    def is_correct(pairs: list[tuple[LevelItem, Any]]) -> list[bool]:
+        return [extract_answer(c.text) == it.answer for it, c in pairs]
+
+    result = evaluate(items, sample, is_correct, chunks=[by_level[lv] for lv in sorted(by_level)])
+    return {int(lv): acc for lv, acc in result["accuracy"].items()}
 
 
 def pretrain(
