@@ -9,5 +9,5 @@ python3 scripts/gen_protos.py --check
 python3 -m ruff check .
 python3 -m ruff format --check .
 python3 -m mypy services/sgpo/core
-lint-imports  # the layer contracts in pyproject.toml: imports run one way
+lint-imports --no-cache  # the layer contracts in pyproject.toml: imports run one way
 python3 -m pytest -m "not slow and not gpu" "$@"

@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.skipif(shutil.which("lint-imports") is None, reason="import-linter is in the dev extra")
 def test_import_contracts_are_kept() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "services")}
-    r = subprocess.run(["lint-imports"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["lint-imports", "--no-cache"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "0 broken" in r.stdout
 

@@ -408,7 +408,7 @@ def arith_split_note(model_path: Path) -> str | None:
     )
 
 
-def evaluate(opts: EvalOptions, data: dict[str, list[BenchmarkItem]], err: Any) -> dict[str, Any]:
+def evaluate(opts: EvalOptions, data: dict[BenchmarkName, list[BenchmarkItem]], err: Any) -> dict[str, Any]:
     """Evaluate `opts.model_path` (a model folder) on the loaded benchmarks `data`; writes the result JSON and
     the items JSONL and returns the result. Notes and progress go to the rich console `err`. Raises
     UsageError when the prompt format cannot apply to this model."""
