@@ -1,4 +1,4 @@
-"""`sgpo simulate`: the paper's stylized model (DESIGN.md §1) — GRPO vs SGPO learning curves.
+"""`sgpo simulate`: the paper's stylized model — GRPO vs SGPO learning curves.
 
 A policy makes K sequential binary step choices; step k is right with probability sigmoid(theta_k). A response
 is correct iff all K steps are, and ends at its first wrong step (later choices cannot change its reward, so
@@ -10,7 +10,6 @@ grad log pi(y_i). We count updates until the success probability prod_k sigmoid(
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Literal
 from sgpo.core import AlgoConfig, StepJudgement, get_algorithm
 from sgpo.core.types import VerdictStatus
 
-HELP = "simulate the stylized K-step model: updates GRPO vs SGPO need to reach 50%% and 90%% success"
 SimAlgo = Literal["grpo", "sgpo"]
 
 
@@ -79,54 +77,15 @@ def updates_to_reach(curve: list[float], target: float) -> int | None:
     return next((i for i, s in enumerate(curve) if s >= target), None)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = SimConfig()
-    p.add_argument(
-        "--k", type=int, nargs="+", default=list(d.k_values), help="numbers of steps K to simulate"
-    )
-    p.add_argument("--group-size", type=int, default=d.group_size, help="responses per group (G)")
-    p.add_argument(
-        "--groups-per-update", type=int, default=d.groups_per_update, help="groups per policy update"
-    )
-    p.add_argument(
-        "--initial-success", type=float, default=d.initial_success, help="success probability at start"
-    )
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate on the step logits")
-    p.add_argument("--max-updates", type=int, default=d.max_updates, help="give up after this many updates")
-    p.add_argument("--seeds", type=int, default=d.seeds, help="independent runs per setting (mean reported)")
-    p.add_argument(
-        "--out", type=Path, default=Path("runs/simulate"), help="folder for the PNG and JSON results"
-    )
-
-
-def _check(args: argparse.Namespace) -> SimConfig:
-    if args.group_size < 2:
-        raise SystemExit(
-            f"error: GRPO needs at least 2 responses per group; got --group-size {args.group_size}"
-        )
-    if not 0.0 < args.initial_success < 0.9:
-        raise SystemExit(f"error: --initial-success must be in (0, 0.9); got {args.initial_success}")
-    if any(k < 1 for k in args.k) or args.seeds < 1 or args.max_updates < 1 or args.lr <= 0:
-        raise SystemExit("error: --k, --seeds, --max-updates must be >= 1 and --lr > 0")
-    return SimConfig(
-        tuple(args.k),
-        args.group_size,
-        args.groups_per_update,
-        args.initial_success,
-        args.lr,
-        args.max_updates,
-        args.seeds,
-    )
-
-
-def run(args: argparse.Namespace) -> int:
+def simulate(cfg: SimConfig, out: Path) -> list[dict[str, float | int | bool]]:
+    """Run every (K, algorithm, seed) curve of `cfg`; print the table of updates to reach each target, write
+    simulate.json and simulate.png into `out`; returns the table's rows."""
     import json
 
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
-    cfg = _check(args)
     console = Console()
     algos: tuple[SimAlgo, ...] = ("grpo", "sgpo")
     curves: dict[tuple[int, str], list[list[float]]] = {}
@@ -170,13 +129,11 @@ def run(args: argparse.Namespace) -> int:
                 }
             )
     console.print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "simulate.json").write_text(
-        json.dumps({"config": cfg.__dict__, "results": results}, indent=2)
-    )
-    png = plot_curves(curves, cfg, args.out / "simulate.png")
-    console.print(f"wrote {png} and {args.out / 'simulate.json'}")
-    return 0
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "simulate.json").write_text(json.dumps({"config": cfg.__dict__, "results": results}, indent=2))
+    png = plot_curves(curves, cfg, out / "simulate.png")
+    console.print(f"wrote {png} and {out / 'simulate.json'}")
+    return results
 
 
 def plot_curves(curves: dict[tuple[int, str], list[list[float]]], cfg: SimConfig, path: Path) -> Path:

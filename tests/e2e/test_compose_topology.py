@@ -36,7 +36,7 @@ NOT_RUN = {"redis", "prometheus", "grafana"}
 
 
 def _missing_modules() -> list[str]:
-    from sgpo.serve import SERVICES
+    from sgpo.common.services import SERVICES
 
     missing = []
     for config, server in SERVICES.values():

@@ -294,7 +294,7 @@ def unwritten_services() -> set[str]:
     """Services whose config module does not exist yet (other engineers are writing them)."""
     import importlib.util
 
-    from sgpo.serve import SERVICES
+    from sgpo.common.services import SERVICES
 
     return {
         name

@@ -156,67 +156,6 @@ def find_stop(text: str, stop: Sequence[str], new_chars: int) -> int:
     return best
 
 
-def resolve_model(model: str) -> str:
-    """`tiny` -> the pretrained tiny policy (pretrained on first use); `tiny-random` -> random weights; else as is."""
-    if model == "tiny":
-        from sgpo.tasks.tiny import ensure_tiny_policy
-
-        return str(ensure_tiny_policy())
-    if model == "tiny-random":
-        import shutil
-        import tempfile
-
-        from sgpo.tasks.tiny import build_tiny_policy, cache_root
-
-        target = cache_root() / "policies" / "tiny-random-seed0"
-        if not (target / "model.safetensors").is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=".tiny-random-", dir=target.parent))
-            build_tiny_policy(work, seed=0)
-            try:
-                work.rename(target)
-            except OSError:  # another process won the race; its folder is identical
-                shutil.rmtree(work, ignore_errors=True)
-        return str(target)
-    return model
-
-
-def build_engine(cfg: Any) -> Engine:
-    """The engine `cfg.engine` names, loaded with `cfg.model` (heavy imports happen here)."""
-    path = resolve_model(cfg.model)
-    name = cfg.served_model_name or cfg.model
-    if cfg.engine == "vllm":
-        from sgpo.generator.vllm_engine import VLLMEngine
-
-        return VLLMEngine(
-            path,
-            served_model_name=name,
-            dtype=cfg.dtype,
-            max_model_len=cfg.max_model_len,
-            policy_version=cfg.policy_version,
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            trust_remote_code=cfg.trust_remote_code,
-        )
-    if cfg.threads is not None:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-    from sgpo.generator.hf import HFEngine
-
-    return HFEngine(
-        path,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        max_batch_size=cfg.max_batch_size,
-        batch_wait_s=cfg.batch_wait_s,
-        max_model_len=cfg.max_model_len,
-        policy_version=cfg.policy_version,
-        served_model_name=name,
-        trust_remote_code=cfg.trust_remote_code,
-    )
-
-
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """Token ids of a prompt with the tokenizer's special tokens, unless the text already starts with BOS
     (a rendered chat template), which would otherwise be doubled."""

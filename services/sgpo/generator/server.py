@@ -17,7 +17,8 @@ from sgpo.common.http import HttpServer
 from sgpo.common.server import UnavailableError, error_code_name, serve_grpc
 from sgpo.core.errors import InvalidInputError
 from sgpo.generator.config import GeneratorConfig
-from sgpo.generator.engine import Engine, build_engine
+from sgpo.generator.engine import Engine
+from sgpo.generator.factory import build_engine
 from sgpo.generator.metrics import GeneratorMetrics
 from sgpo.generator.sampling import SamplingParams
 from sgpo.v1 import common_pb2, generator_pb2, generator_pb2_grpc

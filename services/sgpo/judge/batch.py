@@ -1,4 +1,4 @@
-"""`sgpo judge FILE.jsonl --backend B`: judge a dataset of responses in-process, no server.
+"""Judging a dataset of responses in-process, no server (the library of `sgpo judge FILE.jsonl`).
 
 Reads rows `{problem, steps: [...]}` or `{problem, response}` (+ optional `reference_solution`, and
 `token_char_starts` with `response`) from a file or `-` (stdin), and writes each row back as JSONL with
@@ -8,46 +8,26 @@ a failed judgement has nulls, never invented values). Order is kept.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from sgpo.judge.config import BACKEND_TYPES, CascadeBackend, JudgeConfig, LlmBackend, SymbolicBackend
-
-HELP = "judge a JSONL file of responses (first wrong step, rts, colored reward) without a server"
+from sgpo.judge.config import CascadeBackend, JudgeConfig, LlmBackend, SymbolicBackend
 
 
 class RowError(ValueError):
     """A bad input row: the message names the line and the field."""
 
 
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=BACKEND_TYPES, help="override the configured backend type")
-    p.add_argument("--config", type=Path, help="TOML file; its [judge] table configures the backend")
-    p.add_argument(
-        "--workers", type=int, help="rows judged at once (default: the LLM's max_concurrency, else 1)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="JSONL file, or - for stdin")
-    p.add_argument("-o", "--output", default="-", help="output JSONL file (default: stdout)")
-    p.add_argument("--rts-unit", choices=("tokens", "steps"), help="override [algo] rts_unit")
-    add_config_arguments(p)
-
-
-def resolve_config(args: argparse.Namespace) -> JudgeConfig:
-    """The [judge] config (file + env), with --backend choosing the backend type."""
+def resolve_config(config: Path | None = None, backend: str | None = None) -> JudgeConfig:
+    """The [judge] config (the TOML file `config`, if given, and the environment), with `backend` (a backend
+    type) replacing the configured backend type."""
+    from sgpo.common.services import SERVICES
     from sgpo.common.settings import ConfigError, load_config
-    from sgpo.serve import SERVICES
 
-    cfg = load_config(JudgeConfig, args.config, known_sections=set(SERVICES) | {"judge"})
-    name = getattr(args, "backend", None)
+    cfg = load_config(JudgeConfig, config, known_sections=set(SERVICES) | {"judge"})
+    name = backend
     current = cfg.backend
     if name is None or name == current.type:
         return cfg
@@ -139,78 +119,3 @@ def judge_row(judge: Any, lineno: int, row: dict[str, Any]) -> dict[str, Any]:
         "judge_reason": j.reason,
         "judge_backend": j.backend,
     }
-
-
-def _progress(disabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=disabled,
-        transient=False,
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    from sgpo.common.settings import ConfigError
-    from sgpo.judge.judge import build_judge
-
-    try:
-        cfg = resolve_config(args)
-        if args.rts_unit:
-            cfg = cfg.model_copy(update={"algo": cfg.algo.model_copy(update={"rts_unit": args.rts_unit})})
-        workers = default_workers(cfg, args.workers)
-    except (ConfigError, RowError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.input != "-" and not Path(args.input).is_file():
-        print(
-            f"error: input file {args.input} does not exist; pass a JSONL file or - for stdin",
-            file=sys.stderr,
-        )
-        return 2
-    total = None
-    if args.input != "-":
-        with open(args.input, encoding="utf-8") as f:
-            total = sum(1 for line in f if line.strip())
-    judge = build_judge(cfg)
-    src = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
-    dst = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
-    counts = {"ok": 0, "failed": 0}
-    try:
-        with _progress(args.no_progress) as progress, ThreadPoolExecutor(workers) as pool:
-            task = progress.add_task(f"judging ({cfg.backend.type})", total=total)
-            rows = read_rows(src)
-            while True:
-                chunk = [r for _, r in zip(range(max(64, 4 * workers)), rows, strict=False)]
-                if not chunk:
-                    break
-                for out in pool.map(lambda r: judge_row(judge, *r), chunk):
-                    counts[out["judge_status"]] += 1
-                    dst.write(json.dumps(out, ensure_ascii=False) + "\n")
-                    progress.advance(task)
-                dst.flush()
-        stats = judge.stats()
-    except RowError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        judge.close()
-        if src is not sys.stdin:
-            src.close()
-        if dst is not sys.stdout:
-            dst.close()
-    n = counts["ok"] + counts["failed"]
-    summary = f"judged {n} rows ({counts['failed']} failed)"
-    if "llm_asked" in stats:
-        summary += f"; LLM asked {stats['llm_asked']} times ({stats['llm_cache_hits']} from cache)"
-    if stats.get("cascade_judged"):
-        saved = stats["cascade_llm_calls_saved"]
-        summary += f"; the cascade saved {saved} LLM calls ({100 * saved / stats['cascade_judged']:.1f}%)"
-    print(summary, file=sys.stderr)
-    return 0

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from sgpo.common.jsonl import read_jsonl
 
 
 def eval_kind(samples: int, temperature: float) -> str:
     """How held-out accuracy was measured, for tables and plot titles: "greedy" or "avg@k, T=t"."""
     return "greedy" if temperature == 0 else f"avg@{samples}, T={temperature:g}"
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being written while we read
-    return rows
 
 
 def group_fractions(

@@ -9,80 +9,41 @@ dies, and leaves a run folder: run.toml, train_problems.jsonl and eval_problems.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 import signal
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sgpo.launch.presets import TRAIN_PRESETS, TrainPreset
 
-HELP = "train end to end on one machine: every service as a local process (--preset tiny runs on a CPU)"
 log = logging.getLogger(__name__)
 SERVICE_ORDER = ("verifier", "judge", "generator", "trainer", "orchestrator")
+ALGOS = ("sgpo", "grpo", "dapo")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--preset", choices=sorted(TRAIN_PRESETS), default="tiny", help="run preset (default: tiny)"
-    )
-    p.add_argument(
-        "--algo", choices=["sgpo", "grpo", "dapo"], default="sgpo", help="algorithm (default: sgpo)"
-    )
-    p.add_argument("--steps", type=int, help="trainer steps (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data order, sampling and training")
-    p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset>-<algo>-s<seed>-<time>)")
-    p.add_argument(
-        "--eval-every", type=int, help="evaluate held-out accuracy every K steps (default: the preset's)"
-    )
-    p.add_argument(
-        "--eval-samples",
-        type=int,
-        help="completions per held-out prompt; accuracy is their mean, avg@k (default: the preset's, 4)",
-    )
-    p.add_argument(
-        "--eval-temperature",
-        type=float,
-        help="sampling temperature of the held-out evaluation; 0 is greedy with one completion "
-        "(default: the preset's, 1.0, the rollout temperature)",
-    )
-    p.add_argument(
-        "--policy", type=Path, help="initial policy folder (default: the preset's pretrained policy)"
-    )
-    p.add_argument("--config", type=Path, help="TOML whose tables override the generated run.toml's")
-    p.add_argument("--replay", type=Path, help="offline mode: train on groups recorded by `sgpo record`")
-    p.add_argument(
-        "--epochs", type=int, default=0, help="with --replay: passes over the file (0: until --steps)"
-    )
-    p.add_argument(
-        "--levels",
-        type=parse_levels,
-        help="difficulty levels (steps) of the RL prompts, comma-separated (default: the preset's, 3,4,5,6)",
-    )
-    p.add_argument(
-        "--max-sampled",
-        type=int,
-        help="stop at the first step whose groups cost this many sampled completions (dropped groups "
-        "included): equal sampling budgets for algorithms that drop groups (dapo)",
-    )
+@dataclass(frozen=True)
+class TrainOptions:
+    """What a local training run is asked for (the options of `sgpo train`; None: the preset's value)."""
 
-
-def parse_levels(text: str) -> tuple[int, ...]:
-    """`--levels 5,6` -> (5, 6); anything but positive integers is a usage error that says so."""
-    try:
-        levels = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated step counts such as 5,6; got {text!r}"
-        ) from None
-    if not levels or min(levels) < 1:
-        raise argparse.ArgumentTypeError(f"step counts must be >= 1; got {text!r}")
-    return levels
+    preset: str = "tiny"
+    algo: str = "sgpo"
+    steps: int | None = None
+    seed: int = 0
+    run_dir: Path | None = None
+    eval_every: int | None = None
+    eval_samples: int | None = None
+    eval_temperature: float | None = None
+    policy: Path | None = None
+    config: Path | None = None
+    replay: Path | None = None
+    epochs: int = 0
+    levels: tuple[int, ...] | None = None
+    max_sampled: int | None = None
 
 
 def _raise_interrupt(*_: object) -> None:
@@ -119,7 +80,7 @@ def write_datasets(
 
 def build_run_config(
     preset: TrainPreset,
-    args: argparse.Namespace,
+    opts: TrainOptions,
     run_dir: Path,
     policy: Path,
     redis_url: str,
@@ -133,7 +94,7 @@ def build_run_config(
     run_id = re.sub(r"[^A-Za-z0-9_.-]", "-", run_dir.name)
     target = {name: f"127.0.0.1:{ports[name][0]}" for name in ports}
     doc: dict[str, Any] = {
-        "algo": {"algo": args.algo, "group_size": preset.group_size, "rts_unit": "tokens"},
+        "algo": {"algo": opts.algo, "group_size": preset.group_size, "rts_unit": "tokens"},
         "verifier": {"workers": 2},
         "judge": {"http_enabled": False},
         # Generator and trainer share the CPU: one torch thread each beats two fighting threads (bench/trainer.py).
@@ -150,10 +111,10 @@ def build_run_config(
             "max_steps": steps,
             "checkpoint_every": preset.checkpoint_every,
             "publish_every": 1,
-            "pause_every": getattr(args, "eval_every", None) or preset.eval_every,
+            "pause_every": opts.eval_every or preset.eval_every,
             "generator_target": target["generator"],
             "temperature": preset.temperature,
-            "seed": args.seed,
+            "seed": opts.seed,
             "consumer": "trainer-0",
             "torch_threads": 1,
             "claim_idle_ms": 5000,
@@ -162,7 +123,7 @@ def build_run_config(
             "run_id": run_id,
             "redis_url": redis_url,
             "prompt_template": template,
-            "seed": args.seed,
+            "seed": opts.seed,
             "epochs": 0,
             "generator_target": target["generator"],
             "verifier_target": target["verifier"],
@@ -177,25 +138,26 @@ def build_run_config(
             "retry": {"attempts": 30, "backoff_s": 0.5, "max_backoff_s": 4.0},
         },
     }
-    if args.replay is not None:
-        doc["orchestrator"]["replay"] = str(args.replay)
-        doc["orchestrator"]["epochs"] = args.epochs
+    if opts.replay is not None:
+        doc["orchestrator"]["replay"] = str(opts.replay)
+        doc["orchestrator"]["epochs"] = opts.epochs
     else:
         doc["orchestrator"]["dataset"] = str(train_path)
-    if args.config is not None:
+    if opts.config is not None:
         import tomllib
 
-        doc = deep_merge(doc, tomllib.loads(args.config.read_text()))
+        doc = deep_merge(doc, tomllib.loads(opts.config.read_text()))
     return doc
 
 
 def validate_configs(config_path: Path) -> None:
     """Resolve every service's config before starting anything, so a bad value fails in a second, not later."""
+    from sgpo.common.services import SERVICES
     from sgpo.common.settings import load_config
-    from sgpo.serve import SERVICES, _config_class
+    from sgpo.launch.services import config_class
 
     for name in SERVICES:
-        load_config(_config_class(name), config_path, known_sections=set(SERVICES))
+        load_config(config_class(name), config_path, known_sections=set(SERVICES))
 
 
 class Monitor:
@@ -249,57 +211,59 @@ def eval_options_error(samples: int | None, temperature: float | None) -> str | 
     return None
 
 
-def run(args: argparse.Namespace) -> int:
+def train(opts: TrainOptions) -> int:
+    """Check `opts`, then run the whole topology locally until the trainer's last step; the exit status (0 done,
+    1 failed, 2 bad options, 130 interrupted). Progress goes to stdout."""
     from rich.console import Console
 
     console = Console(stderr=False)
-    preset = TRAIN_PRESETS[args.preset]
-    steps = args.steps if args.steps is not None else preset.steps
+    preset = TRAIN_PRESETS[opts.preset]
+    steps = opts.steps if opts.steps is not None else preset.steps
     if steps < 1:
         console.print(f"[red]error:[/] --steps must be >= 1; got {steps}")
         return 2
-    eval_every = args.eval_every or preset.eval_every
+    eval_every = opts.eval_every or preset.eval_every
     if eval_every < 1:
         console.print(f"[red]error:[/] --eval-every must be >= 1; got {eval_every}")
         return 2
-    problem = eval_options_error(args.eval_samples, args.eval_temperature)
+    problem = eval_options_error(opts.eval_samples, opts.eval_temperature)
     if problem:
         console.print(f"[red]error:[/] {problem}")
         return 2
-    if args.eval_samples is not None:
-        preset = replace(preset, eval_samples=args.eval_samples)
-    if args.eval_temperature is not None:
-        preset = replace(preset, eval_temperature=args.eval_temperature)
+    if opts.eval_samples is not None:
+        preset = replace(preset, eval_samples=opts.eval_samples)
+    if opts.eval_temperature is not None:
+        preset = replace(preset, eval_temperature=opts.eval_temperature)
     if preset.eval_temperature == 0:
         preset = replace(preset, eval_samples=1)
-    if args.max_sampled is not None and args.max_sampled < 1:
-        console.print(f"[red]error:[/] --max-sampled must be >= 1; got {args.max_sampled}")
+    if opts.max_sampled is not None and opts.max_sampled < 1:
+        console.print(f"[red]error:[/] --max-sampled must be >= 1; got {opts.max_sampled}")
         return 2
-    if args.replay is not None and not args.replay.is_file():
-        console.print(f"[red]error:[/] --replay {args.replay} does not exist; record one with `sgpo record`")
+    if opts.replay is not None and not opts.replay.is_file():
+        console.print(f"[red]error:[/] --replay {opts.replay} does not exist; record one with `sgpo record`")
         return 2
     run_dir = (
-        args.run_dir
-        or Path("runs") / f"{preset.name}-{args.algo}-s{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        opts.run_dir
+        or Path("runs") / f"{preset.name}-{opts.algo}-s{opts.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     if (run_dir / "run.toml").exists():
         console.print(f"[red]error:[/] {run_dir} already holds a run; pass a new --run-dir")
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
-    return TrainRun(args, preset, steps, eval_every, run_dir.resolve(), console).execute()
+    return TrainRun(opts, preset, steps, eval_every, run_dir.resolve(), console).execute()
 
 
 class TrainRun:
     def __init__(
         self,
-        args: argparse.Namespace,
+        opts: TrainOptions,
         preset: TrainPreset,
         steps: int,
         eval_every: int,
         run_dir: Path,
         console: Any,
     ) -> None:
-        self.args, self.preset, self.steps, self.eval_every = args, preset, steps, eval_every
+        self.opts, self.preset, self.steps, self.eval_every = opts, preset, steps, eval_every
         self.run_dir, self.console = run_dir, console
         self.evals: list[dict[str, Any]] = []
         self.monitor = Monitor(run_dir)
@@ -315,15 +279,15 @@ class TrainRun:
         from sgpo.tasks.tiny import ensure_tiny_policy
 
         console, run_dir = self.console, self.run_dir
-        policy = (self.args.policy or ensure_tiny_policy(progress=True)).resolve()
-        train_path, eval_path = write_datasets(run_dir, self.args.seed, self.preset, self.args.levels)
+        policy = (self.opts.policy or ensure_tiny_policy(progress=True)).resolve()
+        train_path, eval_path = write_datasets(run_dir, self.opts.seed, self.preset, self.opts.levels)
         redis_url = os.environ.get("SGPO_REDIS_URL")
         if not redis_url:
             self.redis = EmbeddedRedis(run_dir / "redis")
             redis_url = self.redis.url
         ports = {name: (free_port(), free_port()) for name in SERVICE_ORDER}
         doc = build_run_config(
-            self.preset, self.args, run_dir, policy, redis_url, train_path, ports, self.steps
+            self.preset, self.opts, run_dir, policy, redis_url, train_path, ports, self.steps
         )
         config_path = run_dir / "run.toml"
         config_path.write_text(tomli_w.dumps(doc))
@@ -435,7 +399,7 @@ class TrainRun:
 
         monitor = self.monitor
         next_eval = self.eval_every
-        budget = self.args.max_sampled
+        budget = self.opts.max_sampled
         cols = [
             TextColumn("[bold]train"),
             BarColumn(),
@@ -485,7 +449,7 @@ class TrainRun:
                     break
                 if (
                     not self.cluster.is_running("orchestrator")
-                    and self.args.replay is not None
+                    and self.opts.replay is not None
                     and step < self.steps
                 ):
                     code = self.cluster.services["orchestrator"].proc.returncode
@@ -553,7 +517,8 @@ class TrainRun:
     def _finish(self, interrupted: bool) -> None:
         from rich.table import Table
 
-        from sgpo.launch.plots import eval_kind, plot_run, read_jsonl
+        from sgpo.common.jsonl import read_jsonl
+        from sgpo.launch.plots import eval_kind, plot_run
 
         pngs = plot_run(self.run_dir)
         groups = read_jsonl(self.run_dir / "groups.jsonl")

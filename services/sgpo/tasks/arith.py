@@ -200,7 +200,7 @@ def write_jsonl(path: Path | str, problems: Iterable[ArithProblem]) -> int:
     return n
 
 
-def read_jsonl(path: Path | str) -> list[ArithProblem]:
+def read_arith_problems(path: Path | str) -> list[ArithProblem]:
     """Problems written by `write_jsonl`; a malformed line is an error naming the file and line."""
     out = []
     for i, line in enumerate(Path(path).read_text().splitlines(), 1):

@@ -1,4 +1,4 @@
-"""`sgpo eval --model DIR`: a model's accuracy on math benchmarks, sampled by a generator engine in-process and
+"""A model's accuracy on math benchmarks, sampled by a generator engine in-process and
 scored by the verifier.
 
 For each benchmark (`sgpo.tasks.benchmarks`) every problem is rendered into a prompt, sampled k times by the
@@ -17,29 +17,21 @@ plain text. `--prompt-template` overrides with a string holding `{problem}`.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import math
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from sgpo.tasks.accuracy import level_order, sample_and_score
 from sgpo.tasks.benchmarks import (
-    BENCHMARKS,
-    BenchmarkDataError,
     BenchmarkItem,
     BenchmarkName,
-    default_data_dir,
-    load_benchmark,
-    parse_benchmarks,
 )
 from sgpo.tasks.passk import ProblemCounts, compute_benchmark_metrics
 
@@ -49,7 +41,6 @@ HELP = "evaluate a model on math benchmarks (avg@k, pass@k) with a generator eng
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 PromptStyle = Literal["tiny", "chat", "plain", "custom"]
 PROMPT_STYLES: tuple[str, ...] = ("auto", "tiny", "chat", "plain")
-MODEL_ALIASES = ("tiny", "tiny-random")
 # Completion budgets when --max-tokens is not given: the tiny policy's longest solution is ~200 characters.
 DEFAULT_MAX_TOKENS: dict[str, int] = {"tiny": 256, "chat": 4096, "plain": 4096, "custom": 4096}
 # Prompts per generate call when --batch-size is not given, and calls in flight at once: hf batches one call at
@@ -59,12 +50,12 @@ CONCURRENT_CALLS: dict[str, int] = {"hf": 1, "vllm": 16}
 
 
 class UsageError(ValueError):
-    """Bad command-line input (exit status 2); the message says what was given and what is needed."""
+    """Bad input (the CLI exits with status 2); the message says what was given and what is needed."""
 
 
 @dataclass
 class EvalOptions:
-    """The resolved command line: everything a run depends on (written into the result JSON)."""
+    """Everything an evaluation depends on, checked (written into the result JSON)."""
 
     model: str
     model_path: Path
@@ -99,206 +90,6 @@ class EvalOptions:
 def items_path_for(out: Path) -> Path:
     """The per-item JSONL next to the result JSON: results.json -> results.items.jsonl."""
     return out.with_name(f"{out.stem}.items.jsonl")
-
-
-# ---------------------------------------------------------------- command line
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        required=True,
-        help="a local Hugging Face model folder (the tiny policy from `sgpo pretrain --out DIR`, a run "
-        "checkpoint such as runs/NAME/checkpoints/step-N, a downloaded model), or 'tiny' / 'tiny-random'",
-    )
-    p.add_argument(
-        "--benchmarks",
-        default="all",
-        help=f"comma-separated, from {', '.join(BENCHMARKS)}; or 'all' (default)",
-    )
-    p.add_argument("--k", type=int, default=4, help="samples per problem (default 4); avg@k averages them")
-    p.add_argument(
-        "--pass-k",
-        help="comma-separated k values for pass@k, each <= --k (default: 1 and --k)",
-    )
-    p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature, 0 = greedy (0.6)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1.0)")
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        help="completion budget in tokens (default: 256 for the tiny policy, 4096 otherwise; "
-        "capped by the model's context)",
-    )
-    p.add_argument(
-        "--limit", type=int, help="only the first N problems of each benchmark (of each level for arith)"
-    )
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="generator engine (default hf)")
-    p.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="hf engine device (default auto)"
-    )
-    p.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        default="auto",
-        help="weights dtype (auto: float32 on CPU, bfloat16 on GPU)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        help=f"prompts per generate call (default {DEFAULT_BATCH['hf']}; vllm keeps "
-        f"{CONCURRENT_CALLS['vllm']} calls in flight)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0): same seed, same samples")
-    p.add_argument(
-        "--out",
-        type=Path,
-        help="result JSON (default eval-results/<model>-<UTC time>.json); per-item records go to "
-        "<stem>.items.jsonl next to it",
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        help=f"the shared reference data folder (default {default_data_dir()})",
-    )
-    p.add_argument(
-        "--prompt-template",
-        default="auto",
-        help="auto (default: tiny policy -> its plain format, chat template -> chat with the \\boxed{} "
-        "instruction, else plain text), tiny, chat, plain, or a template string containing {problem}",
-    )
-    p.add_argument(
-        "--threads", type=int, help="torch CPU threads for the hf engine (default: torch's choice)"
-    )
-    p.add_argument("--max-model-len", type=int, help="cap the context length (prompt + completion)")
-    p.add_argument(
-        "--gpu-memory-utilization", type=float, default=0.85, help="vllm: fraction of GPU memory (0.85)"
-    )
-    p.add_argument(
-        "--verifier-workers",
-        type=int,
-        help="verifier worker processes for symbolic checks (default: CPU cores, at most 8)",
-    )
-    p.add_argument(
-        "--verifier-deadline-s", type=float, default=5.0, help="per-answer budget of a symbolic check (5)"
-    )
-    p.add_argument(
-        "--save-completions",
-        action="store_true",
-        help="also write every completion's text to the items JSONL",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _parse_ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"{flag} must be comma-separated integers like 1,4; got {text!r}") from None
-    if not values:
-        raise UsageError(f"{flag} is empty; give comma-separated integers like 1,4")
-    return values
-
-
-def resolve_model(model: str) -> Path:
-    """The model folder `model` names; a missing or incomplete folder is a UsageError saying what to give."""
-    if model in MODEL_ALIASES:
-        from sgpo.generator.engine import resolve_model as resolve_alias
-
-        return Path(resolve_alias(model))
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise UsageError(
-            f"--model {model} does not exist; give a local Hugging Face model folder (config.json, tokenizer, "
-            "safetensors): e.g. `sgpo pretrain --preset tiny --out DIR` writes one, a run writes "
-            "runs/NAME/checkpoints/step-N, and `huggingface-cli download ID --local-dir DIR` fetches a hub model"
-        )
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise UsageError(
-            f"--model {model} is not a Hugging Face model folder (no config.json in it); give the folder that "
-            "save_pretrained wrote"
-        )
-    return path
-
-
-def resolve_options(args: argparse.Namespace) -> EvalOptions:
-    """Check every option before anything is loaded or written; raises UsageError naming the flag."""
-    try:
-        benchmarks = parse_benchmarks(args.benchmarks)
-    except ValueError as e:
-        raise UsageError(f"--benchmarks: {e}") from None
-    if args.k < 1:
-        raise UsageError(f"--k must be >= 1 sample per problem; got {args.k}")
-    pass_k = sorted({1, args.k}) if args.pass_k is None else sorted(set(_parse_ints(args.pass_k, "--pass-k")))
-    bad = [k for k in pass_k if not 1 <= k <= args.k]
-    if bad:
-        raise UsageError(
-            f"--pass-k {','.join(map(str, bad))}: pass@k needs 1 <= k <= --k={args.k} samples per problem; "
-            f"raise --k to {max(bad)} or drop those values"
-        )
-    if not math.isfinite(args.temperature) or args.temperature < 0:
-        raise UsageError(f"--temperature must be >= 0 (0 = greedy); got {args.temperature}")
-    if not math.isfinite(args.top_p) or not 0 < args.top_p <= 1:
-        raise UsageError(f"--top-p must be in (0, 1]; got {args.top_p}")
-    for flag, value in (
-        ("--max-tokens", args.max_tokens),
-        ("--limit", args.limit),
-        ("--batch-size", args.batch_size),
-        ("--threads", args.threads),
-        ("--verifier-workers", args.verifier_workers),
-    ):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be >= 1; got {value}")
-    if args.max_model_len is not None and args.max_model_len < 16:
-        raise UsageError(f"--max-model-len must be >= 16 tokens; got {args.max_model_len}")
-    if not math.isfinite(args.verifier_deadline_s) or not 0 < args.verifier_deadline_s <= 600:
-        raise UsageError(f"--verifier-deadline-s must be in (0, 600] seconds; got {args.verifier_deadline_s}")
-    if not 0 < args.gpu_memory_utilization <= 1:
-        raise UsageError(f"--gpu-memory-utilization must be in (0, 1]; got {args.gpu_memory_utilization}")
-    if args.engine == "vllm" and args.device == "cpu":
-        raise UsageError("--engine vllm runs on GPUs; use --device cuda (or auto), or --engine hf on CPU")
-    template = args.prompt_template
-    if template not in PROMPT_STYLES and "{problem}" not in template:
-        raise UsageError(
-            f"--prompt-template must be one of {', '.join(PROMPT_STYLES)} or a string containing {{problem}}; "
-            f"got {template!r}"
-        )
-    # an alias ('tiny' may pretrain for minutes) is resolved in `run`, once the data has loaded
-    model_path = Path(args.model) if args.model in MODEL_ALIASES else resolve_model(args.model)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    out = args.out or Path("eval-results") / f"{Path(args.model).name or 'model'}-{stamp}.json"
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'results.json'}")
-    if out.suffix != ".json":
-        raise UsageError(
-            f"--out {out} should end in .json (the per-item records go next to it as .items.jsonl)"
-        )
-    cpus = os.cpu_count() or 1
-    return EvalOptions(
-        model=args.model,
-        model_path=model_path,
-        benchmarks=benchmarks,
-        k=args.k,
-        pass_k=pass_k,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_tokens=args.max_tokens,
-        limit=args.limit,
-        engine=args.engine,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size or DEFAULT_BATCH[args.engine],
-        seed=args.seed,
-        out=out,
-        data_dir=args.data_dir or default_data_dir(),
-        prompt_template=template,
-        threads=args.threads,
-        max_model_len=args.max_model_len,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        verifier_workers=args.verifier_workers or max(1, min(cpus, 8)),
-        verifier_deadline_s=args.verifier_deadline_s,
-        save_completions=args.save_completions,
-        progress=not args.no_progress,
-    )
 
 
 # ---------------------------------------------------------------- prompts
@@ -432,8 +223,6 @@ def evaluate_benchmark(
     on_generated(sum(not f for f in fits))
     todo = [i for i, f in enumerate(fits) if f]
     chunks = [todo[s : s + opts.batch_size] for s in range(0, len(todo), opts.batch_size)]
-    results: dict[int, Any] = {}
-    verdicts: dict[int, list[Any]] = {}
 
     def sample(chunk: list[int]) -> list[Any]:
         params = SamplingParams(
@@ -449,27 +238,10 @@ def evaluate_benchmark(
         texts = [[c.text for c in out.completions] for out in outs]
         return score_completions(verifier, [items[i] for i in chunk], texts)
 
-    gen_futures: dict[Future[list[Any]], list[int]] = {}
-    ver_futures: list[tuple[list[int], Future[list[list[Any]]]]] = []
-    with (
-        ThreadPoolExecutor(CONCURRENT_CALLS.get(opts.engine, 1), thread_name_prefix="eval-gen") as gen_pool,
-        ThreadPoolExecutor(1, thread_name_prefix="eval-verify") as ver_pool,
-    ):
-        try:
-            gen_futures = {gen_pool.submit(sample, chunk): chunk for chunk in chunks}
-            for fut in as_completed(gen_futures):
-                chunk, outs = gen_futures[fut], fut.result()
-                for i, out in zip(chunk, outs, strict=True):
-                    results[i] = out
-                ver_futures.append((chunk, ver_pool.submit(verify, chunk, outs)))
-                on_generated(len(chunk))
-            for chunk, vfut in ver_futures:
-                for i, vs in zip(chunk, vfut.result(), strict=True):
-                    verdicts[i] = vs
-        except BaseException:
-            for f in [*gen_futures, *(v for _, v in ver_futures)]:
-                f.cancel()
-            raise
+    scored = sample_and_score(
+        chunks, sample, verify, concurrency=CONCURRENT_CALLS.get(opts.engine, 1), on_sampled=on_generated
+    )
+    results, verdicts = scored.outputs, scored.verdicts
 
     records = []
     for i, it in enumerate(items):
@@ -512,7 +284,7 @@ def evaluate_benchmark(
         records.append(rec)
 
     metrics = _metrics(records, opts.k, opts.pass_k)
-    levels = sorted({r["level"] for r in records if r["level"]}, key=lambda s: (len(s), s))
+    levels = sorted({r["level"] for r in records if r["level"]}, key=level_order)
     if levels:
         metrics["by_level"] = {
             lv: _metrics([r for r in records if r["level"] == lv], opts.k, opts.pass_k) for lv in levels
@@ -550,27 +322,6 @@ def machine_info(engine_name: str) -> dict[str, Any]:
 
         info["vllm"] = vllm.__version__
     return info
-
-
-def build_engine(opts: EvalOptions) -> Any:
-    """The generator engine `opts.engine` names, in-process, made by the generator service's own factory."""
-    from sgpo.generator.config import GeneratorConfig
-    from sgpo.generator.engine import build_engine as build_generator_engine
-
-    # model_construct: the options are checked already, and no SGPO_GENERATOR__* variable of the caller's
-    # environment may change what is evaluated.
-    cfg = GeneratorConfig.model_construct(
-        model=str(opts.model_path),
-        engine=opts.engine,
-        device=opts.device,
-        dtype=opts.dtype,
-        max_batch_size=opts.batch_size * opts.k,
-        batch_wait_s=0.0,
-        max_model_len=opts.max_model_len,
-        gpu_memory_utilization=opts.gpu_memory_utilization,
-        threads=opts.threads,
-    )
-    return build_generator_engine(cfg)
 
 
 def _write_atomically(path: Path, write: Callable[[Any], None]) -> Path:
@@ -657,18 +408,10 @@ def arith_split_note(model_path: Path) -> str | None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    err = Console(stderr=True)
-    try:
-        opts = resolve_options(args)
-        data = {name: load_benchmark(name, opts.data_dir, opts.limit) for name in opts.benchmarks}
-        if opts.model in MODEL_ALIASES:
-            opts.model_path = resolve_model(opts.model)
-    except (UsageError, BenchmarkDataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def evaluate(opts: EvalOptions, data: dict[BenchmarkName, list[BenchmarkItem]], err: Any) -> dict[str, Any]:
+    """Evaluate `opts.model_path` (a model folder) on the loaded benchmarks `data`; writes the result JSON and
+    the items JSONL and returns the result. Notes and progress go to the rich console `err`. Raises
+    UsageError when the prompt format cannot apply to this model."""
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from transformers.utils import logging as hf_logging
@@ -678,17 +421,32 @@ def run(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar; ours show the evaluation
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    engine = build_engine(opts)
+    from sgpo.generator.config import GeneratorConfig
+    from sgpo.generator.factory import build_engine
+
+    # model_construct: the options are checked already, and no SGPO_GENERATOR__* variable of the caller's
+    # environment may change what is evaluated.
+    engine = build_engine(
+        GeneratorConfig.model_construct(
+            model=str(opts.model_path),
+            engine=opts.engine,
+            device=opts.device,
+            dtype=opts.dtype,
+            max_batch_size=opts.batch_size * opts.k,
+            batch_wait_s=0.0,
+            max_model_len=opts.max_model_len,
+            gpu_memory_utilization=opts.gpu_memory_utilization,
+            threads=opts.threads,
+        )
+    )
     try:
         tokenizer = getattr(engine, "tokenizer", None)
         style = prompt_style(opts.prompt_template, opts.model_path, tokenizer)
         if style == "chat" and not getattr(tokenizer, "chat_template", None):
-            print(
-                f"error: --prompt-template chat: {opts.model} has no chat template; use plain or a template "
-                "string containing {problem}",
-                file=sys.stderr,
+            raise UsageError(
+                f"--prompt-template chat: {opts.model} has no chat template; use plain or a template "
+                "string containing {problem}"
             )
-            return 2
         if style == "tiny" and "arith" in opts.benchmarks:
             note = arith_split_note(opts.model_path)
             if note:
@@ -757,6 +515,4 @@ def run(args: argparse.Namespace) -> int:
         "items_file": opts.items_path.name,
     }
     write_results(opts, result, [rec for r in runs.values() for rec in r.records])
-    print_table(result, Console(width=None if sys.stdout.isatty() else 140))  # logs get the whole table
-    print(f"wrote {opts.out} and {opts.items_path}")
-    return 0
+    return result

@@ -8,25 +8,21 @@ the same machine and thread count).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import random
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sgpo.tasks.arith import ArithProblem, format_prompt, generate_split, iter_problems, sloppy_solution
-from sgpo.tasks.tiny import PRESETS, TinyPreset, build_tiny_policy, policy_dir
-
-HELP = "pretrain the tiny policy (SFT on easy arithmetic chains) and print its accuracy table"
+from sgpo.tasks.tiny import TinyPreset, build_tiny_policy
 
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)\s*$")
 
@@ -96,24 +92,27 @@ def accuracy_by_level(
     engine: Any, problems: Sequence[ArithProblem], temperature: float = 0.0, samples: int = 1
 ) -> dict[int, float]:
     """Accuracy per difficulty level (exact final answer) of a generator engine: greedy by default, else the
-    mean over `samples` completions per problem at `temperature` (avg@k, seeded)."""
+    mean over `samples` completions per problem at `temperature` (avg@k, seeded). One generate call per level,
+    with a budget of the level's longest reference solution plus 24 tokens (`sgpo.tasks.accuracy` evaluates)."""
     from sgpo.generator.sampling import SamplingParams
+    from sgpo.tasks.accuracy import LevelItem
+    from sgpo.tasks.accuracy import accuracy_by_level as evaluate
 
-    by_level: dict[int, list[ArithProblem]] = {}
-    for p in problems:
-        by_level.setdefault(p.steps, []).append(p)
-    out: dict[int, float] = {}
-    for level, items in sorted(by_level.items()):
-        budget = max(len(p.solution) for p in items) + 24
+    items = [LevelItem(p.problem, p.answer, str(p.steps)) for p in problems]
+    by_level: dict[int, list[int]] = {}
+    for i, p in enumerate(problems):
+        by_level.setdefault(p.steps, []).append(i)
+
+    def sample(chunk: list[int]) -> Any:
+        budget = max(len(problems[i].solution) for i in chunk) + 24
         params = SamplingParams(n=samples, temperature=temperature, max_tokens=budget, seed=0)
-        results = engine.generate([format_prompt(p.problem) for p in items], params)
-        correct = sum(
-            extract_answer(c.text) == p.answer
-            for r, p in zip(results, items, strict=True)
-            for c in r.completions
-        )
-        out[level] = correct / (len(items) * samples)
-    return out
+        return engine.generate([format_prompt(problems[i].problem) for i in chunk], params)
+
+    def is_correct(pairs: list[tuple[LevelItem, Any]]) -> list[bool]:
+        return [extract_answer(c.text) == it.answer for it, c in pairs]
+
+    result = evaluate(items, sample, is_correct, chunks=[by_level[lv] for lv in sorted(by_level)])
+    return {int(lv): acc for lv, acc in result["accuracy"].items()}
 
 
 def pretrain(
@@ -253,57 +252,3 @@ def print_table(record: dict[str, Any], preset: TinyPreset) -> None:
         f"threads, eval {record['eval_seconds']}s, "
         f"final loss {record['final_loss']:.4f}"
     )
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="which recipe (default: tiny)")
-    p.add_argument("--out", type=Path, help="write the policy here instead of the cache")
-    p.add_argument("--cache-dir", type=Path, help="cache root (default: $SGPO_CACHE_DIR or ~/.cache/sgpo)")
-    p.add_argument("--force", action="store_true", help="pretrain again even if the cache has this preset")
-    p.add_argument("--seed", type=int, help="override the preset's seed (a different cache entry)")
-    p.add_argument("--iters", type=int, help="override the preset's SFT iterations (a different cache entry)")
-    p.add_argument("--eval-per-level", type=int, help="override the test problems per level of the table")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores, at most 8)")
-    p.add_argument("--export-data", type=Path, help="also write the task's train/test JSONL splits here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    preset = PRESETS[args.preset]
-    if args.seed is not None:
-        preset = replace(preset, seed=args.seed)
-    if args.iters is not None:
-        if args.iters < 1:
-            print(f"error: --iters must be >= 1; got {args.iters}", file=sys.stderr)
-            return 2
-        preset = preset.with_iters(args.iters)
-    if args.eval_per_level is not None:
-        if args.eval_per_level < 1:
-            print(f"error: --eval-per-level must be >= 1; got {args.eval_per_level}", file=sys.stderr)
-            return 2
-        preset = replace(preset, eval_per_level=args.eval_per_level)
-    if args.threads is not None and args.threads < 1:
-        print(f"error: --threads must be >= 1; got {args.threads}", file=sys.stderr)
-        return 2
-    target = args.out or policy_dir(preset, args.cache_dir)
-    if (target / "pretrain.json").is_file() and not args.force:
-        record = json.loads((target / "pretrain.json").read_text())
-        print(f"cached: {target}")
-    else:
-        record = pretrain(preset, target, progress=not args.no_progress, threads=args.threads)
-        print(f"wrote {target}")
-    print_table(record, preset)
-    if args.export_data:
-        from sgpo.tasks.arith import write_splits
-
-        paths = write_splits(
-            args.export_data,
-            preset.sft_steps,
-            preset.eval_steps,
-            10_000,
-            preset.eval_per_level,
-            preset.seed,
-            preset.task,
-        )
-        print(f"data: {paths['train']} {paths['test']}")
-    return 0

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from sgpo.launch.aggregate import (
-    aggregate,
+from sgpo.experiments.report import aggregate
+from sgpo.experiments.state import run_status
+from sgpo.experiments.stats import (
     area_mean,
     band,
     common_grid,
@@ -21,7 +22,6 @@ from sgpo.launch.aggregate import (
     load_run,
     mean_std,
     rolling_mean,
-    run_status,
     sampled_by_step,
     target_metric,
 )

@@ -7,7 +7,6 @@ second: which runs are skipped, rerun or reported failed. tests/e2e/test_experim
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import shlex
@@ -15,13 +14,16 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from sgpo.cli import build_parser, main
-from sgpo.launch.experiment import Runner, Study, classify, plan_study, record_status
+from sgpo.cli import build_parser, main, options
+from sgpo.experiments.plan import Study, StudyOptions, plan_study
+from sgpo.experiments.schedule import Runner
+from sgpo.experiments.state import classify, record_status
 from tests.unit.launch.runs import write_run
 
 POLICY = Path("/policies/tiny")
@@ -67,8 +69,9 @@ with open(run_dir / "eval.jsonl", "w") as f:
 """
 
 
-def parse(*argv: str) -> argparse.Namespace:
-    return build_parser().parse_args(["experiment", *argv])
+def parse(*argv: str) -> StudyOptions:
+    """The typed options `sgpo experiment` gives the planner for this command line."""
+    return options(StudyOptions, build_parser().parse_args(["experiment", *argv]))
 
 
 def commands(study: str, out: Path, *extra: str) -> list[str]:
@@ -234,8 +237,7 @@ def called(calls: Path) -> list[str]:
 
 def online_study(out: Path) -> Study:
     args = parse("online", "--out", str(out), "--algos", "sgpo,grpo", "--seeds", "0", "--max-sampled", "0")
-    args.steps = 3
-    return plan_study(args, POLICY)
+    return plan_study(replace(args, steps=3), POLICY)
 
 
 def mark_done(study: Study, name: str, interrupted: bool | None = False) -> Path:
@@ -301,7 +303,7 @@ def test_a_failed_run_is_reported_and_the_study_goes_on(
     assert called(calls) == ["sgpo-s0", "grpo-s0"]
     assert runner.failed == [("sgpo-s0", str(out / "runs" / "sgpo-s0" / "train.log"))]
     assert "something broke" in (out / "runs" / "sgpo-s0" / "train.log").read_text()
-    from sgpo.launch.aggregate import aggregate
+    from sgpo.experiments.report import aggregate
 
     res = aggregate(out, quiet(), levels=["5"], plots=False)
     online = res["studies"]["online"]
@@ -362,11 +364,12 @@ def test_sigterm_stops_the_current_run_cleanly_and_the_next_invocation_redoes_it
     script = (
         "import io, sys\n"
         "from rich.console import Console\n"
-        "from sgpo.cli import build_parser\n"
-        "from sgpo.launch.experiment import Runner, plan_study\n"
+        "from sgpo.cli import build_parser, options\n"
+        "from sgpo.experiments.plan import StudyOptions, plan_study\n"
+        "from sgpo.experiments.schedule import Runner\n"
         f"args = build_parser().parse_args(['experiment', 'online', '--out', {str(out)!r}, '--algos', 'sgpo',"
         " '--seeds', '0', '--max-sampled', '0', '--steps', '3'])\n"
-        f"study = plan_study(args, __import__('pathlib').Path({str(POLICY)!r}))\n"
+        f"study = plan_study(options(StudyOptions, args), __import__('pathlib').Path({str(POLICY)!r}))\n"
         f"sys.exit(Runner(study, Console(), sgpo={sgpo!r}, poll_s=0.05).execute())\n"
     )
     proc = subprocess.Popen(

@@ -19,7 +19,7 @@ from sgpo.tasks.arith import (
     generate_problem,
     generate_split,
     iter_problems,
-    read_jsonl,
+    read_arith_problems,
     sloppy_solution,
     write_jsonl,
     write_splits,
@@ -97,7 +97,7 @@ def test_splits_are_seeded_distinct_and_disjoint(tmp_path: Path) -> None:
     assert len({p.problem for p in a}) == 100
     assert len({p.unique_id for p in a}) == 100
     paths = write_splits(tmp_path, (1, 2), (1, 2, 3), 300, 40, seed=0)
-    train, test = read_jsonl(paths["train"]), read_jsonl(paths["test"])
+    train, test = read_arith_problems(paths["train"]), read_arith_problems(paths["test"])
     assert len(test) == 120 and len(train) == 600
     assert not {p.problem for p in train} & {p.problem for p in test}
 
@@ -117,7 +117,7 @@ def test_jsonl_has_the_real_datasets_fields(tmp_path: Path) -> None:
     assert write_jsonl(tmp_path / "x.jsonl", problems) == 5
     rows = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
     assert set(rows[0]) == {"problem", "answer", "solution", "steps", "unique_id"}
-    assert read_jsonl(tmp_path / "x.jsonl") == problems
+    assert read_arith_problems(tmp_path / "x.jsonl") == problems
 
 
 def test_bad_input_is_an_error_naming_the_field(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_bad_input_is_an_error_naming_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem": "x"}\n')
     with pytest.raises(InvalidInputError, match=r"bad\.jsonl:1"):
-        read_jsonl(bad)
+        read_arith_problems(bad)
 
 
 def _claims(solution: str) -> list[tuple[int, str, int, int]]:
@@ -193,7 +193,7 @@ def test_sloppy_solution_slip_rate_and_first_error_match_the_judge() -> None:
 def test_sloppy_solution_rejects_problems_without_claims_and_bad_rates(tmp_path: Path) -> None:
     p = generate_problem(random.Random(0), 2)
     write_jsonl(tmp_path / "p.jsonl", [p])
-    (read,) = read_jsonl(tmp_path / "p.jsonl")
+    (read,) = read_arith_problems(tmp_path / "p.jsonl")
     with pytest.raises(InvalidInputError, match="problem"):
         sloppy_solution(read, random.Random(0), 0.1)
     with pytest.raises(InvalidInputError, match="slip_prob"):

@@ -6,25 +6,10 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import Any
 
-from sgpo.common.settings import ConfigError, load_config
+from sgpo.common.services import SERVICES
 
 HELP = "run one service (generator, verifier, judge, orchestrator, trainer)"
-
-# service name -> (config class path, server module exposing serve(cfg))
-SERVICES: dict[str, tuple[str, str]] = {
-    "generator": ("sgpo.generator.config:GeneratorConfig", "sgpo.generator.server"),
-    "verifier": ("sgpo.verifier.config:VerifierConfig", "sgpo.verifier.server"),
-    "judge": ("sgpo.judge.config:JudgeConfig", "sgpo.judge.server"),
-    "orchestrator": ("sgpo.orchestrator.config:OrchestratorConfig", "sgpo.orchestrator.server"),
-    "trainer": ("sgpo.trainer.config:TrainerConfig", "sgpo.trainer.server"),
-}
-
-
-def _config_class(name: str) -> Any:
-    module_path, cls_name = SERVICES[name][0].rsplit(":", 1)
-    return getattr(importlib.import_module(module_path), cls_name)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,9 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sgpo.common.settings import ConfigError, load_config
+    from sgpo.launch.services import config_class, resolve_service_config
+
     overrides = {"port": args.port} if args.port is not None else {}
     try:
-        cfg = load_config(_config_class(args.service), args.config, known_sections=set(SERVICES), **overrides)
+        cfg = load_config(config_class(args.service), args.config, known_sections=set(SERVICES), **overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -47,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from sgpo.common.logs import setup_logging
 
     setup_logging(args.service, cfg.log_level)
+    cfg = resolve_service_config(args.service, cfg)
     server = importlib.import_module(SERVICES[args.service][1])
     server.serve(cfg)
     return 0
