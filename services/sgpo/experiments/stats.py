@@ -96,10 +96,10 @@ def sampled_by_step(groups: Sequence[dict[str, Any]], batch_groups: int) -> dict
 
 def _dynamic_sampling(algo_table: dict[str, Any]) -> bool:
     """Whether the run's [algo] table (run.toml) trains with dynamic sampling, as sgpo.core decides it."""
-    from sgpo.core import AlgoConfig
+    from sgpo.core import AlgoConfig, get_algorithm
 
     try:
-        return AlgoConfig.model_validate(algo_table).uses_dynamic_sampling
+        return get_algorithm(AlgoConfig.model_validate(algo_table)).uses_dynamic_sampling
     except ValueError:
         return False
 

@@ -64,5 +64,5 @@ STUDIES: dict[str, StudyDef] = {
     )
 }
 # The order algorithms appear in tables and legends (others follow, alphabetically).
-ALGO_ORDER = ("sgpo", "grpo", "dapo")
-ALGO_COLORS = {"sgpo": "tab:blue", "grpo": "tab:orange", "dapo": "tab:green"}
+ALGO_ORDER = ("sgpo", "grpo", "drgrpo", "dapo")
+ALGO_COLORS = {"sgpo": "tab:blue", "grpo": "tab:orange", "drgrpo": "tab:red", "dapo": "tab:green"}

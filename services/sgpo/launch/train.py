@@ -19,11 +19,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sgpo.core.algos import ALGORITHMS
 from sgpo.launch.presets import TRAIN_PRESETS, TrainPreset
 
 log = logging.getLogger(__name__)
 SERVICE_ORDER = ("verifier", "judge", "generator", "trainer", "orchestrator")
-ALGOS = ("sgpo", "grpo", "dapo")
+# every algorithm sgpo.core knows, SGPO first (the default)
+ALGOS = ("sgpo", *(name for name in ALGORITHMS if name != "sgpo"))
 
 
 @dataclass(frozen=True)
