@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_path in COMMANDS.items():
         module = importlib.import_module(module_path)
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        # `help` is %-formatted by argparse, `description` is printed as is
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP.replace("%%", "%"))
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
