@@ -280,7 +280,7 @@ def build_app(config: JudgeConfig, deps: JudgeState) -> FastAPI:
     app = FastAPI(
         title="SGPO judge",
         version=__version__,
-        description="Finds the first wrong step of each response and colors it (SGPO, DESIGN.md §1).",
+        description="Finds the first wrong step of each response and colors it (SGPO; rts and reward computed by sgpo.core, docs/design.md §1).",
         responses={422: {"model": ErrorBody, "description": "Invalid request."}},
     )
     app.state.judge_state = deps

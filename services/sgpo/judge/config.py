@@ -161,7 +161,7 @@ class JudgeConfig(ServiceConfig):
     max_steps: int = Field(512, ge=1)
     """Most steps in one response (given or after splitting); more is 413 / RESOURCE_EXHAUSTED."""
     noise: float = Field(0.0, ge=0.0, le=1.0)
-    """Ablation only (issue 8): for this fraction of responses the first error is a random step instead of
+    """Ablation only (the judge-noise study): for this fraction of responses the first error is a random step instead of
     the backend's (sgpo.judge.noise). 0 in any real use."""
     noise_seed: int = 0
     """Seed of the ablation's draws (with the problem and the response's steps)."""

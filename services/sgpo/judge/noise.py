@@ -2,7 +2,7 @@
 
 For a fraction `p` of responses (decided per response, not per call) the inner backend's answer is replaced by
 a step drawn uniformly from the response's steps, so a run can measure whether SGPO degrades gracefully to
-GRPO as its judge gets worse (issue 8). The draw is seeded by (seed, problem, steps), so the same response
+GRPO as its judge gets worse (the judge-noise study). The draw is seeded by (seed, problem, steps), so the same response
 gets the same noise whatever the batching, retries or order of calls. Never for production: it is off
 (p = 0) by default and the judge logs a warning when it is on.
 """

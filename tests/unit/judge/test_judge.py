@@ -48,7 +48,7 @@ def test_group_of_responses_measured_for_core_to_score(judge) -> None:  # type: 
     expected_rts = compute_rts([s.end - s.start for s in steps], 1)
     assert judgement_rts(slip, "tokens") == pytest.approx(expected_rts)
     assert CHARS_NOTE not in slip.reason
-    # No located error: rts is the prefix up to, not including, the last step (DESIGN.md §1).
+    # No located error: rts is the prefix up to, not including, the last step (docs/design.md §1).
     assert ok.first_error_step == -1
     ref_steps = split_steps(REFERENCE)
     rts = judgement_rts(ok, "tokens")

@@ -1,6 +1,6 @@
 """Benchmark loaders of `sgpo eval` on the real files in ../shared/data, and the harness's scoring path.
 
-The gold test (issue 8): the reference solutions, fed through `score_completions` as if a model had written
+The gold test: the reference solutions, fed through `score_completions` as if a model had written
 them, score >= 99% on MATH-500 and GSM8K; and every file's gold answers, boxed as written in the file
 ("025", 27.0, "$69$,$84$"), score >= 99% against the gold the loaders normalized.
 """

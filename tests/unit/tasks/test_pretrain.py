@@ -96,7 +96,7 @@ def test_cli_rejects_bad_numbers(flag: str, value: str, tmp_path: Path) -> None:
 def test_full_recipe_meets_the_accuracy_table(tmp_path: Path) -> None:
     """The pretraining issue's bar was >= 90% greedy accuracy at 1-2 steps and <= 20% at the hardest RL level.
 
-    Since the SFT teacher slips (issue 7: slip_prob 0.1) the recipe gets 0.98 and 0.895 (179 of 200) at 1 and
+    Since the SFT teacher slips (slip_prob 0.1) the recipe gets 0.98 and 0.895 (179 of 200) at 1 and
     2 steps, so the bar at 2 steps is 0.85 now; sampled at T = 1 the policy must slip visibly more than it
     does greedily at 2-4 steps, which is what RL fixes.
     """

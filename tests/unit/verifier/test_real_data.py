@@ -1,4 +1,4 @@
-"""Agreement with externally labelled judgements in ../shared/data (issue 3's "measured on real data").
+"""Agreement with externally labelled judgements in ../shared/data (measured on real data).
 
 CI runs MATH-500 and OlympiadBench in full and fixed subsets of the Math-Verify cases and of GSM8K;
 the `slow` tests run everything (`bench/verifier.py agreement` prints the same figures).
