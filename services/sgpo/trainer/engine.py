@@ -15,16 +15,16 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from sgpo.core.types import Group
-from sgpo.trainer.batch import Sample, build_samples, collate
+from sgpo.trainer.batch import MicroBatch, Sample, build_samples, collate, collate_packed, plan_micro_batches
 from sgpo.trainer.config import TrainerConfig
 from sgpo.trainer.distributed import DistContext
 from sgpo.trainer.logprobs import compute_token_logprobs
-from sgpo.trainer.loss import compute_policy_loss
+from sgpo.trainer.loss import LossStats, compute_policy_loss
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +51,40 @@ class StepResult:
         return asdict(self)
 
 
-class _LogitsTap:
-    """Calls the model and keeps its logits, so entropy comes from the same forward as the logprobs."""
+@dataclass
+class _StepSums:
+    """Per-step sums over this rank's micro-batches (0-d float64 tensors), all-reduced once at the end."""
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.logits: Any = None
+    tokens: Any
+    seqs: Any
+    pg_sum: Any
+    kl_sum: Any
+    clipped: Any
+    ratio_sum: Any
+    entropy_sum: Any
+    loss: Any
+    forwarded_tokens: Any
 
-    def __call__(self, **kwargs: Any) -> Any:
-        out = self.model(**kwargs)
-        self.logits = out.logits
-        return out
+    @classmethod
+    def zeros(cls, device: Any) -> _StepSums:
+        import torch
 
+        return cls(*(torch.zeros((), dtype=torch.float64, device=device) for _ in fields(cls)))
 
-def _masked_entropy_sum(logits: Any, mask: Any, temperature: float) -> Any:
-    """Sum over masked positions of the entropy (nats) of softmax(logits / T), one row at a time."""
-    import torch
+    def add(self, stats: LossStats, entropy_sum: Any, loss: Any, forwarded_tokens: int) -> None:
+        for name in ("tokens", "seqs", "pg_sum", "kl_sum", "clipped", "ratio_sum"):
+            getattr(self, name).add_(getattr(stats, name).detach().to(self.tokens.dtype))
+        self.entropy_sum.add_(entropy_sum.detach().to(self.tokens.dtype))
+        self.loss.add_(loss.detach().to(self.tokens.dtype))
+        self.forwarded_tokens.add_(forwarded_tokens)
 
-    total = torch.zeros((), dtype=torch.float32, device=logits.device)
-    with torch.no_grad():
-        for row in range(logits.shape[0]):
-            lf = logits[row, :-1].float() / temperature
-            lse = torch.logsumexp(lf, dim=-1)
-            h = lse - (torch.softmax(lf, dim=-1) * lf).sum(-1)
-            total += (h * mask[row].float()).sum()
-    return total
+    def all_reduced(self, dist: DistContext) -> dict[str, float]:
+        """Every field summed over ranks, as floats (one collective)."""
+        import torch
+
+        names = [f.name for f in fields(self)]
+        flat = dist.all_reduce_sum(torch.stack([getattr(self, n) for n in names]))
+        return {n: float(v) for n, v in zip(names, flat.tolist(), strict=True)}
 
 
 def _optim_to_fqn(model: Any, state: dict[str, Any]) -> dict[str, Any]:
@@ -220,27 +229,26 @@ class TrainEngine:
         active = [s for s in samples if not skip or s.advantage != 0.0]
         # Longest first (stable): less padding per micro-batch, and the same order on every rank.
         active.sort(key=lambda s: -len(s.input_ids))
-        local = active[self.dist.rank :: world]
-        mbs = cfg.micro_batch_size
-        n_micro = math.ceil(math.ceil(len(active) / world) / mbs) if active else 0
+        plans = plan_micro_batches(
+            active, world, cfg.micro_batch_size, cfg.max_tokens_per_micro_batch, cfg.pack_sequences
+        )
+        mine = plans[self.dist.rank]
+        n_micro = max(len(p) for p in plans)
         self.model.train()
-        # tokens, seqs, pg, kl, clipped, ratio, entropy, loss, forwarded tokens
-        sums = torch.zeros(9, dtype=torch.float64, device=self.device)
+        sums = _StepSums.zeros(self.device)
         for k in range(n_micro):
-            chunk: list[Sample] = local[k * mbs : (k + 1) * mbs]
             weight = 1.0
+            chunk: list[Sample] = mine[k] if k < len(mine) else []
             if not chunk:  # FSDP needs every rank in every forward: run one sequence with zero weight
-                chunk, weight = [active[0]], 0.0
-            mb = collate(chunk, self.pad_id, self.device)
-            tap = _LogitsTap(self.model)
+                chunk, weight = [active[-1]], 0.0
+            mb = self._collate(chunk)
             with self._autocast():
-                logp_new = compute_token_logprobs(tap, mb.input_ids, mb.attention_mask, cfg.temperature)
+                logp_rows, entropy_rows = self._logprobs(self.model, mb, with_entropy=True)
+                logp_new = mb.per_sequence(logp_rows)
                 logp_ref = None
                 if self.ref is not None:
                     with torch.no_grad():
-                        logp_ref = compute_token_logprobs(
-                            self.ref, mb.input_ids, mb.attention_mask, cfg.temperature
-                        )
+                        logp_ref = mb.per_sequence(self._logprobs(self.ref, mb))
             logp_old = mb.logp_old if cfg.logp_old == "behaviour" else logp_new.detach()
             loss, stats = compute_policy_loss(
                 logp_new,
@@ -255,13 +263,9 @@ class TrainEngine:
             # Gradient reduction averages over ranks; the loss is already a share of the global sum.
             (loss * (weight * world)).backward()
             if weight:
-                entropy = _masked_entropy_sum(tap.logits, mb.loss_mask, cfg.temperature)
-                sums[:6] += stats.as_tensor().to(sums.dtype)
-                sums[6] += entropy.to(sums.dtype)
-                sums[7] += loss.detach().to(sums.dtype)
-                sums[8] += mb.tokens
-            del tap, logp_new, loss
-        self.dist.all_reduce_sum(sums)
+                sums.add(stats, entropy_rows.sum(), loss, mb.tokens)
+            del logp_rows, entropy_rows, logp_new, loss
+        totals = sums.all_reduced(self.dist)
         for p in self.model.parameters():  # nothing trained (all advantages 0): Adam still takes its step
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -281,22 +285,40 @@ class TrainEngine:
                 "non-finite gradient norm: step skipped", extra={"step": step, "grad_norm": grad_norm_f}
             )
         self.optimizer.zero_grad(set_to_none=True)
-        tokens = float(sums[0])
+        tokens = totals["tokens"]
         per_token = tokens if tokens > 0 else 1.0
         return StepResult(
-            loss=float(sums[7]),
-            kl=float(sums[3]) / per_token,
-            clip_fraction=float(sums[4]) / per_token,
-            ratio_mean=float(sums[5]) / per_token if tokens > 0 else 1.0,
-            entropy=float(sums[6]) / per_token,
+            loss=totals["loss"],
+            kl=totals["kl_sum"] / per_token,
+            clip_fraction=totals["clipped"] / per_token,
+            ratio_mean=totals["ratio_sum"] / per_token if tokens > 0 else 1.0,
+            entropy=totals["entropy_sum"] / per_token,
             grad_norm=grad_norm_f,
             lr=lr,
             seqs=int(total_seqs),
             trained_seqs=len(active),
             completion_tokens=int(total_tokens),
-            forwarded_tokens=int(sums[8]),
+            forwarded_tokens=int(totals["forwarded_tokens"]),
             skipped_nonfinite=not finite,
             seconds=time.perf_counter() - t0,
+        )
+
+    def _collate(self, samples: list[Sample]) -> MicroBatch:
+        if self.cfg.pack_sequences:
+            return collate_packed(samples, self.pad_id, self.device)
+        return collate(samples, self.pad_id, self.device)
+
+    def _logprobs(self, model: Any, mb: MicroBatch, with_entropy: bool = False) -> Any:
+        """Logprobs [R, T-1] (and entropies) of mb's rows, computed only where the loss needs them."""
+        return compute_token_logprobs(
+            model,
+            mb.input_ids,
+            mb.attention_mask,
+            self.cfg.temperature,
+            position_ids=mb.position_ids,
+            mask=mb.logprob_mask,
+            chunk_tokens=self.cfg.logprob_chunk_tokens,
+            with_entropy=with_entropy,
         )
 
     # ------------------------------------------------------------------ state
