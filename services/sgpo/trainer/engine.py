@@ -340,9 +340,35 @@ class TrainEngine:
             return None, None
         return {k: v for k, v in model_sd.items() if k not in self._aliases}, optim_sd
 
+    def publishable(self, model_sd: dict[str, Any], copy: bool = False) -> dict[str, Any]:
+        """The state dict to publish: floating tensors in `publish_dtype`, on the CPU; with `copy`, never the
+        live parameters (a background publish must not see the next step's in-place updates)."""
+        import torch
+
+        dtype = torch.bfloat16 if self.cfg.publish_dtype == "bf16" else None
+        out = {}
+        for k, v in model_sd.items():
+            t = v.detach()
+            if dtype is not None and t.is_floating_point():
+                t = t.to(device="cpu", dtype=dtype)
+            elif copy or t.device.type != "cpu":
+                t = t.to("cpu", copy=True)
+            out[k] = t
+        return out
+
     def save_model(self, model_sd: dict[str, Any], out_dir: Path) -> None:
-        """Write an HF model folder (config + safetensors) from a full state dict (rank 0)."""
+        """Write an HF model folder (config + safetensors) from a full state dict (rank 0); config.json
+        names the dtype the weights are stored in, so `dtype="auto"` loaders (vLLM) keep it."""
+        import json
+
         self.model.save_pretrained(out_dir, state_dict=model_sd, safe_serialization=True)
+        dtypes = {str(v.dtype).removeprefix("torch.") for v in model_sd.values() if v.is_floating_point()}
+        if len(dtypes) == 1:
+            cfg_path = out_dir / "config.json"
+            cfg = json.loads(cfg_path.read_text())
+            cfg["dtype"] = dtypes.pop()
+            cfg.pop("torch_dtype", None)
+            cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
     def load_optimizer(self, optim_sd: dict[str, Any] | None) -> None:
         """Restore AdamW from a parameter-name-keyed full state dict (rank 0's is broadcast). Collective."""
