@@ -87,6 +87,38 @@ class _StepSums:
         return {n: float(v) for n, v in zip(names, flat.tolist(), strict=True)}
 
 
+@contextlib.contextmanager
+def _parameters_on_meta() -> Any:
+    """Modules built inside get their parameters on the meta device (no memory); buffers stay real."""
+    import torch
+
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module: Any, name: str, param: Any) -> None:
+        register(module, name, param)
+        if param is not None and param.device.type != "meta":
+            p = module._parameters[name]
+            module._parameters[name] = type(p)(p.to("meta"), requires_grad=p.requires_grad)
+
+    torch.nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def _tied_names(model: Any) -> list[tuple[str, str]]:
+    """(alias, name) of each parameter reachable under a second name (tied embeddings)."""
+    first: dict[int, str] = {}
+    out = []
+    for n, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            out.append((n, first[id(p)]))
+        else:
+            first[id(p)] = n
+    return out
+
+
 def _optim_to_fqn(model: Any, state: dict[str, Any]) -> dict[str, Any]:
     """torch's index-keyed optimizer state -> parameter-name keys (the format FSDP's full state dict uses)."""
     names = [n for n, _ in model.named_parameters()]
@@ -122,7 +154,6 @@ class TrainEngine:
         """Load the policy from `weights_dir` (the initial model or a checkpoint), the reference, AdamW."""
         import torch
         import transformers
-        from transformers import AutoModelForCausalLM
 
         transformers.utils.logging.disable_progress_bar()
         cfg = self.cfg
@@ -136,33 +167,17 @@ class TrainEngine:
         self.autocast_dtype = torch.bfloat16 if bf16 else None
         self.seed_everything(cfg.seed)
 
-        model = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=torch.float32)
-        model.config.use_cache = False
-        # Tied weights (lm_head = embeddings) appear twice in a state dict; the copy is dropped on save.
-        unique = {n for n, _ in model.named_parameters()}
-        self._aliases = {n for n, _ in model.named_parameters(remove_duplicate=False)} - unique
         gc_on = cfg.gradient_checkpointing == "on" or (cfg.gradient_checkpointing == "auto" and use_cuda)
-        if gc_on:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.to(self.device)
+        model = self._build(weights_dir, gc_on)
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
         pad = model.config.pad_token_id
         if pad is None:
             pad = model.config.eos_token_id
         self.pad_id = int(pad[0] if isinstance(pad, list) else pad or 0)
-        if self.dist.enabled:
-            self._shard(model)
         self.model = model
         if cfg.algo.kl_coef > 0:
-            ref = AutoModelForCausalLM.from_pretrained(
-                cfg.reference_path or cfg.require_model(), dtype=torch.float32
-            )
-            ref.config.use_cache = False
-            ref.requires_grad_(False)
+            ref = self._build(cfg.reference_path or cfg.require_model(), False, frozen=True)
             ref.eval()
-            ref.to(self.device)
-            if self.dist.enabled:
-                self._shard(ref)
             self.ref = ref
         self.optimizer = torch.optim.AdamW(
             model.parameters(),
@@ -177,6 +192,7 @@ class TrainEngine:
                 "path": str(weights_dir),
                 "device": str(self.device),
                 "bf16_autocast": bf16,
+                "fsdp_mixed_precision": bool(bf16 and self.dist.enabled),
                 "gradient_checkpointing": gc_on,
                 "params": sum(p.numel() for p in model.parameters()),
                 "world": self.dist.world,
@@ -184,15 +200,79 @@ class TrainEngine:
             },
         )
 
-    @staticmethod
-    def _shard(model: Any) -> None:
-        from torch.distributed.fsdp import fully_shard
+    def _build(self, path: Path, gc_on: bool, frozen: bool = False) -> Any:
+        """The fp32 model of `path` on self.device: loaded whole in one process; under torchrun built with
+        its parameters on the meta device, sharded, then filled from rank 0's CPU copy of the weights (each
+        rank receives only its shards: no device ever holds the full model)."""
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
 
+        if not self.dist.enabled:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        else:
+            with _parameters_on_meta():
+                model = AutoModelForCausalLM.from_config(
+                    AutoConfig.from_pretrained(path), dtype=torch.float32
+                )
+        model.config.use_cache = False
+        # Tied weights (lm_head = embeddings) appear twice in a state dict; the copy is dropped on save.
+        if frozen:
+            model.requires_grad_(False)
+        else:
+            self._aliases = {alias for alias, _ in _tied_names(model)}
+        if gc_on:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if not self.dist.enabled:
+            return model.to(self.device)
+        self._shard(model)
+        buffers = {n: b.clone() for n, b in model.named_buffers()}  # real: only parameters were on meta
+        model.to_empty(device=self.device)
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+        self._load_sharded(model, path)
+        return model
+
+    def _load_sharded(self, model: Any, path: Path) -> None:
+        """Rank 0 reads the safetensors into CPU memory; set_model_state_dict sends each rank its shards."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        full: dict[str, Any] = {}
+        if self.dist.is_main:
+            from safetensors.torch import load_file
+
+            files = sorted(Path(path).glob("*.safetensors"))
+            if not files:
+                raise ValueError(
+                    f"{path} has no *.safetensors weights; save the model with safe_serialization"
+                )
+            for f in files:
+                full.update(load_file(f, device="cpu"))
+            full = {k: v.float() if v.is_floating_point() else v for k, v in full.items()}
+            tied = dict(_tied_names(model))
+            for alias, name in tied.items():
+                if alias not in full and name in full:
+                    full[alias] = full[name]
+        set_model_state_dict(
+            model,
+            full,
+            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False),
+        )
+
+    def _shard(self, model: Any) -> None:
+        """fully_shard each decoder layer, then the root; bf16: gather bf16 parameters, reduce in fp32."""
+        import torch
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        kw: dict[str, Any] = {}
+        if self.autocast_dtype is not None:
+            kw["mp_policy"] = MixedPrecisionPolicy(
+                param_dtype=self.autocast_dtype, reduce_dtype=torch.float32
+            )
         layer_types = set(getattr(model, "_no_split_modules", None) or [])
         for module in model.modules():
             if type(module).__name__ in layer_types:
-                fully_shard(module)
-        fully_shard(model)
+                fully_shard(module, **kw)
+        fully_shard(model, **kw)
 
     @staticmethod
     def seed_everything(seed: int) -> None:
@@ -357,18 +437,26 @@ class TrainEngine:
         return out
 
     def save_model(self, model_sd: dict[str, Any], out_dir: Path) -> None:
-        """Write an HF model folder (config + safetensors) from a full state dict (rank 0); config.json
-        names the dtype the weights are stored in, so `dtype="auto"` loaders (vLLM) keep it."""
-        import json
+        """Write an HF model folder (config.json, generation_config.json, model.safetensors) from a full state
+        dict (rank 0). config.json names the dtype the weights are stored in, so `dtype="auto"` loaders (vLLM,
+        transformers) keep it. Written directly: transformers' save_pretrained on an FSDP-wrapped model
+        consults the model's own (sharded) parameters."""
+        import copy
 
-        self.model.save_pretrained(out_dir, state_dict=model_sd, safe_serialization=True)
-        dtypes = {str(v.dtype).removeprefix("torch.") for v in model_sd.values() if v.is_floating_point()}
-        if len(dtypes) == 1:
-            cfg_path = out_dir / "config.json"
-            cfg = json.loads(cfg_path.read_text())
-            cfg["dtype"] = dtypes.pop()
-            cfg.pop("torch_dtype", None)
-            cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        import torch
+        from safetensors.torch import save_file
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config = copy.deepcopy(self.model.config)
+        dtypes = {v.dtype for v in model_sd.values() if v.is_floating_point()}
+        config.dtype = str(dtypes.pop() if len(dtypes) == 1 else torch.float32).removeprefix("torch.")
+        config.architectures = [type(self.model).__name__.removeprefix("FSDP")]
+        config.save_pretrained(out_dir)
+        generation = getattr(self.model, "generation_config", None)
+        if generation is not None:
+            generation.save_pretrained(out_dir)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_sd.items()}
+        save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
 
     def load_optimizer(self, optim_sd: dict[str, Any] | None) -> None:
         """Restore AdamW from a parameter-name-keyed full state dict (rank 0's is broadcast). Collective."""
