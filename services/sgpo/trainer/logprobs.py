@@ -100,10 +100,10 @@ def _make_function() -> Any:
                     lse[s:e] = torch.logsumexp(logits, dim=-1)
                     logp[s:e] = logits.gather(-1, targets[s:e, None]).squeeze(-1) - lse[s:e]
                     if with_entropy:
-                        # H = lse - sum p * logits, with p = exp(logits - lse) computed in place
-                        weighted = logits.clone()
-                        logits.sub_(lse[s:e, None]).exp_()
-                        entropy[s:e] = lse[s:e] - (logits * weighted).sum(-1)
+                        # H = lse - sum_v p_v logits_v: one more [chunk, vocab] buffer (p), the sum a batched dot
+                        p = (logits - lse[s:e, None]).exp_()
+                        entropy[s:e] = lse[s:e] - torch.einsum("nv,nv->n", p, logits)
+                        del p
                     del logits
             ctx.save_for_backward(hidden, weight, bias, targets, lse)
             ctx.inv_temp, ctx.chunk, ctx.dtype = inv_temp, chunk, dtype
