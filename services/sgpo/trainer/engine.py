@@ -389,13 +389,24 @@ class TrainEngine:
         return collate(samples, self.pad_id, self.device)
 
     def _logprobs(self, model: Any, mb: MicroBatch, with_entropy: bool = False) -> Any:
-        """Logprobs [R, T-1] (and entropies) of mb's rows, computed only where the loss needs them."""
+        """Logprobs [R, T-1] (and entropies) of mb's rows, computed only where the loss needs them.
+
+        Rows are right-padded (collate) or packed, so no attention mask is passed: under causal attention a
+        real token never sees the padding after it, and without a mask sdpa takes its causal kernel instead
+        of materialising a [T, T] mask and score matrix per head (packed rows get theirs from the position
+        ids, which restart per sequence). Padding positions compute values that no loss position reads."""
+        import torch
+
+        position_ids = mb.position_ids
+        if position_ids is None:  # right padding: real tokens sit at 0..n-1; padding continues the count
+            rows, length = mb.input_ids.shape
+            position_ids = torch.arange(length, device=mb.input_ids.device).expand(rows, length)
         return compute_token_logprobs(
             model,
             mb.input_ids,
-            mb.attention_mask,
+            None,
             self.cfg.temperature,
-            position_ids=mb.position_ids,
+            position_ids=position_ids,
             mask=mb.logprob_mask,
             chunk_tokens=self.cfg.logprob_chunk_tokens,
             with_entropy=with_entropy,

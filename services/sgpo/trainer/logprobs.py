@@ -26,7 +26,7 @@ def chunk_tokens_for(vocab_size: int, chunk_tokens: int = 0) -> int:
     return max(16, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1))
 
 
-def _position_ids(attention_mask: Any) -> Any:
+def position_ids_from_mask(attention_mask: Any) -> Any:
     # Positions count real tokens only, as `generate` does, so left padding does not shift them.
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
@@ -38,7 +38,7 @@ def compute_token_logprobs_full(
     import torch
 
     if position_ids is None:
-        position_ids = _position_ids(attention_mask)
+        position_ids = position_ids_from_mask(attention_mask)
     out = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
     )
@@ -220,7 +220,7 @@ def compute_token_logprobs(
         logp = compute_token_logprobs_full(model, input_ids, attention_mask, temperature, position_ids)
         return logp if mask is None else logp * mask
     if position_ids is None:
-        position_ids = _position_ids(attention_mask)
+        position_ids = position_ids_from_mask(attention_mask)
     # logits_to_keep=1: the model computes one position's logits; the rest go through the chunks below.
     out = model(
         input_ids=input_ids,
