@@ -1,8 +1,9 @@
 """TrainEngine: the policy (and frozen reference), AdamW, and one optimizer step on a list of groups.
 
 No Redis, no files beyond the model folder: the trainer loop (loop.py) feeds it groups and asks it for
-full state dicts to checkpoint and publish. Under torchrun the policy is sharded with FSDP2
-(`fully_shard` on every decoder layer, then the root); every rank holds the whole step's groups (rank 0
+full state dicts to checkpoint and publish. Under torchrun the policy is built on the meta device and
+sharded with FSDP2 (`fully_shard` on every decoder layer, then the root; bf16 through a mixed-precision
+policy), then filled from rank 0's copy of the weights; every rank holds the whole step's groups (rank 0
 broadcasts them), trains its share of the sequences, and the loss is normalized by the whole step's
 token count so that the sharded update equals the one-process update up to float summation order.
 """
