@@ -1,7 +1,14 @@
-"""From groups to training tensors: one sequence (prompt + completion) per completion, padded micro-batches.
+"""From groups to training tensors: one sequence (prompt + completion) per completion, micro-batches.
 
 A completion's tokens sit at positions P .. P+C-1 of its sequence (P = prompt length); the teacher-forced
 logprob of token t is predicted at position t-1, so the loss mask covers logprob positions P-1 .. P+C-2.
+
+Micro-batches (`plan_micro_batches`) hold `micro_batch_size` sequences, or with `max_tokens` as many as fit
+that many tokens (padded: rows x the micro-batch's longest; packed: the sum of lengths). Each is padded to
+its own longest sequence (`collate`) or packed into one row (`collate_packed`): the sequences are
+concatenated, position ids restart at 0 for each, and no attention mask is passed, so the model's masking
+(transformers' packed-sequence detection) keeps each sequence from attending to the others. Either way the
+loss sees the same per-sequence [batch, length - 1] tensors.
 """
 
 from __future__ import annotations
@@ -31,12 +38,25 @@ class Sample:
 
 @dataclass
 class MicroBatch:
-    input_ids: Any  # [B, L] long
-    attention_mask: Any  # [B, L] long
-    loss_mask: Any  # [B, L-1] bool: positions whose logprob is a completion token's
+    input_ids: Any  # [R, T] long: one row per sequence (padded), or one packed row
+    attention_mask: Any  # [R, T] long, or None for a packed row
+    loss_mask: Any  # [B, L-1] bool: per sequence, positions whose logprob is a completion token's
     logp_old: Any  # [B, L-1] float32, behaviour logprobs at those positions (0 elsewhere)
     advantages: Any  # [B] float32
     tokens: int  # real (unpadded) tokens in the batch
+    position_ids: Any = None  # [R, T] long; None: counted from the attention mask
+    row_mask: Any = None  # [R, T-1] bool: positions of input_ids whose logprob is needed (loss_mask if None)
+    unpack: Any = None  # [B, L-1] long: index into row-major [R, T-1] logprobs of each sequence's position
+
+    @property
+    def logprob_mask(self) -> Any:
+        return self.loss_mask if self.row_mask is None else self.row_mask
+
+    def per_sequence(self, row_values: Any) -> Any:
+        """[R, T-1] values at input_ids' positions -> [B, L-1] per sequence (0 outside loss_mask)."""
+        if self.unpack is None:
+            return row_values
+        return row_values.reshape(-1)[self.unpack] * self.loss_mask
 
 
 def check_group(group: Group, vocab_size: int, max_seq_len: int) -> str | None:
@@ -93,4 +113,68 @@ def collate(samples: Sequence[Sample], pad_id: int, device: Any = "cpu") -> Micr
         logp_old.to(device),
         advantages.to(device),
         sum(len(s.input_ids) for s in samples),
+    )
+
+
+def plan_micro_batches(
+    samples: Sequence[Sample], world: int, micro_batch_size: int, max_tokens: int = 0, packed: bool = False
+) -> list[list[list[Sample]]]:
+    """Each rank's micro-batches: rank r trains samples[r::world] (sorted longest first by the caller).
+
+    Without `max_tokens`, `micro_batch_size` sequences each. With it, consecutive sequences while their cost
+    stays within `max_tokens` (padded: count x the first's, i.e. the longest, length; packed: the sum of
+    lengths); a sequence longer than the budget goes alone. Deterministic: every rank computes every plan.
+    """
+    plans: list[list[list[Sample]]] = []
+    for rank in range(world):
+        local = list(samples[rank::world])
+        if max_tokens <= 0:
+            plans.append([local[i : i + micro_batch_size] for i in range(0, len(local), micro_batch_size)])
+            continue
+        mbs: list[list[Sample]] = []
+        cur: list[Sample] = []
+        used = 0
+        for s in local:
+            n = len(s.input_ids)
+            cost = used + n if packed else (len(cur) + 1) * max(n, len(cur[0].input_ids) if cur else 0)
+            if cur and cost > max_tokens:
+                mbs.append(cur)
+                cur, used = [], 0
+            cur.append(s)
+            used += n
+        if cur:
+            mbs.append(cur)
+        plans.append(mbs)
+    return plans
+
+
+def collate_packed(samples: Sequence[Sample], pad_id: int, device: Any = "cpu") -> MicroBatch:
+    """`samples` concatenated into one row, position ids restarting per sequence, no attention mask."""
+    import torch
+
+    del pad_id  # nothing is padded in the row; the per-sequence tensors pad with masked zeros
+    base = collate(samples, 0, "cpu")
+    total = sum(len(s.input_ids) for s in samples)
+    ids: list[int] = []
+    pos: list[int] = []
+    row_mask = torch.zeros((1, total - 1), dtype=torch.bool)
+    unpack = torch.zeros(base.loss_mask.shape, dtype=torch.long)
+    offset = 0
+    for i, s in enumerate(samples):
+        n = len(s.input_ids)
+        ids.extend(s.input_ids)
+        pos.extend(range(n))
+        row_mask[0, offset + s.prompt_len - 1 : offset + n - 1] = True
+        unpack[i, : n - 1] = torch.arange(offset, offset + n - 1)
+        offset += n
+    return MicroBatch(
+        input_ids=torch.tensor([ids], dtype=torch.long).to(device),
+        attention_mask=None,
+        loss_mask=base.loss_mask.to(device),
+        logp_old=base.logp_old.to(device),
+        advantages=base.advantages.to(device),
+        tokens=total,
+        position_ids=torch.tensor([pos], dtype=torch.long).to(device),
+        row_mask=row_mask.to(device),
+        unpack=unpack.to(device),
     )

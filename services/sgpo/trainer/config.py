@@ -15,6 +15,7 @@ Precision = Literal["auto", "fp32", "bf16"]
 Switch = Literal["auto", "on", "off"]
 Device = Literal["auto", "cpu", "cuda"]
 LogpOld = Literal["behaviour", "recompute"]
+WeightsDtype = Literal["fp32", "bf16"]
 
 
 class TrainerConfig(ServiceConfig):
@@ -56,6 +57,17 @@ class TrainerConfig(ServiceConfig):
     """Groups per optimizer step."""
     micro_batch_size: int = Field(8, ge=1)
     """Sequences per forward/backward pass (gradient accumulation over the step's micro-batches)."""
+    max_tokens_per_micro_batch: int = Field(0, ge=0)
+    """When > 0, micro-batches are filled by tokens instead of micro_batch_size: consecutive sequences (longest
+    first) while count x longest (or, packed, the sum of lengths) stays within this; a longer sequence goes
+    alone. One long completion then no longer sets the cost of seven short ones. The update is unchanged."""
+    pack_sequences: bool = False
+    """Concatenate each micro-batch's sequences into one row (position ids restart per sequence, attention
+    kept within each): no padding at all. Needs an attention implementation that honours packed position ids
+    (transformers' sdpa/eager masks and flash-attention do). The update is unchanged."""
+    logprob_chunk_tokens: int = Field(0, ge=0)
+    """Tokens per chunk of the output layer when computing logprobs (0: 2**26 logits per chunk, 441 tokens
+    at a 151,936-token vocabulary); the full [tokens, vocab] logits are never held at once."""
     max_seq_len: int = Field(4096, ge=2)
     """Longest prompt + completion in tokens; a group with a longer sequence is dead-lettered with the reason."""
     skip_zero_advantage: bool = True
@@ -80,7 +92,9 @@ class TrainerConfig(ServiceConfig):
     device: Device = "auto"
     """auto: cuda if available (the local rank's GPU under torchrun), else cpu."""
     precision: Precision = "auto"
-    """auto: bf16 autocast on CUDA, fp32 on CPU. Weights and optimizer state stay fp32 either way."""
+    """auto: bf16 on CUDA, fp32 on CPU. bf16: one process computes under bf16 autocast; under torchrun FSDP2
+    gathers bf16 parameters for compute and reduces gradients in fp32. Master weights and optimizer state
+    stay fp32 either way."""
     gradient_checkpointing: Switch = "auto"
     """auto: on for CUDA, off on CPU (recompute activations in backward to save memory)."""
     torch_threads: int = Field(0, ge=0)
@@ -97,6 +111,13 @@ class TrainerConfig(ServiceConfig):
     pause_every: int = Field(0, ge=0)
     """Pause after every step that is a multiple of this (0: never) until a Resume call: `sgpo train` sets it
     to its evaluation interval, so no evaluation is skipped when training outpaces the launcher."""
+    publish_dtype: WeightsDtype = "fp32"
+    """dtype of the published weights (weights/vN/, what the generator loads): bf16 halves the bytes gathered
+    to rank 0 and written each publish. Checkpoints keep the fp32 master weights, so a resume is exact."""
+    async_publish: bool = False
+    """Write weights/vN/ and call UpdateWeights on a background thread: the next step starts while the
+    generator loads them. At most one publish is in flight (the next waits for it), and policy_version is
+    recorded only once the generator has the weights, so the staleness bound still holds."""
     keep_weights: int = Field(3, ge=1)
     """Published weight folders kept; a generator may still be loading an older one."""
     generator_target: str = ""

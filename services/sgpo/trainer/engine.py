@@ -1,8 +1,9 @@
 """TrainEngine: the policy (and frozen reference), AdamW, and one optimizer step on a list of groups.
 
 No Redis, no files beyond the model folder: the trainer loop (loop.py) feeds it groups and asks it for
-full state dicts to checkpoint and publish. Under torchrun the policy is sharded with FSDP2
-(`fully_shard` on every decoder layer, then the root); every rank holds the whole step's groups (rank 0
+full state dicts to checkpoint and publish. Under torchrun the policy is built on the meta device and
+sharded with FSDP2 (`fully_shard` on every decoder layer, then the root; bf16 through a mixed-precision
+policy), then filled from rank 0's copy of the weights; every rank holds the whole step's groups (rank 0
 broadcasts them), trains its share of the sequences, and the loss is normalized by the whole step's
 token count so that the sharded update equals the one-process update up to float summation order.
 """
@@ -15,16 +16,16 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from sgpo.core.types import Group
-from sgpo.trainer.batch import Sample, build_samples, collate
+from sgpo.trainer.batch import MicroBatch, Sample, build_samples, collate, collate_packed, plan_micro_batches
 from sgpo.trainer.config import TrainerConfig
 from sgpo.trainer.distributed import DistContext
 from sgpo.trainer.logprobs import compute_token_logprobs
-from sgpo.trainer.loss import compute_policy_loss
+from sgpo.trainer.loss import LossStats, compute_policy_loss
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +52,72 @@ class StepResult:
         return asdict(self)
 
 
-class _LogitsTap:
-    """Calls the model and keeps its logits, so entropy comes from the same forward as the logprobs."""
+@dataclass
+class _StepSums:
+    """Per-step sums over this rank's micro-batches (0-d float64 tensors), all-reduced once at the end."""
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.logits: Any = None
+    tokens: Any
+    seqs: Any
+    pg_sum: Any
+    kl_sum: Any
+    clipped: Any
+    ratio_sum: Any
+    entropy_sum: Any
+    loss: Any
+    forwarded_tokens: Any
 
-    def __call__(self, **kwargs: Any) -> Any:
-        out = self.model(**kwargs)
-        self.logits = out.logits
-        return out
+    @classmethod
+    def zeros(cls, device: Any) -> _StepSums:
+        import torch
+
+        return cls(*(torch.zeros((), dtype=torch.float64, device=device) for _ in fields(cls)))
+
+    def add(self, stats: LossStats, entropy_sum: Any, loss: Any, forwarded_tokens: int) -> None:
+        for name in ("tokens", "seqs", "pg_sum", "kl_sum", "clipped", "ratio_sum"):
+            getattr(self, name).add_(getattr(stats, name).detach().to(self.tokens.dtype))
+        self.entropy_sum.add_(entropy_sum.detach().to(self.tokens.dtype))
+        self.loss.add_(loss.detach().to(self.tokens.dtype))
+        self.forwarded_tokens.add_(forwarded_tokens)
+
+    def all_reduced(self, dist: DistContext) -> dict[str, float]:
+        """Every field summed over ranks, as floats (one collective)."""
+        import torch
+
+        names = [f.name for f in fields(self)]
+        flat = dist.all_reduce_sum(torch.stack([getattr(self, n) for n in names]))
+        return {n: float(v) for n, v in zip(names, flat.tolist(), strict=True)}
 
 
-def _masked_entropy_sum(logits: Any, mask: Any, temperature: float) -> Any:
-    """Sum over masked positions of the entropy (nats) of softmax(logits / T), one row at a time."""
+@contextlib.contextmanager
+def _parameters_on_meta() -> Any:
+    """Modules built inside get their parameters on the meta device (no memory); buffers stay real."""
     import torch
 
-    total = torch.zeros((), dtype=torch.float32, device=logits.device)
-    with torch.no_grad():
-        for row in range(logits.shape[0]):
-            lf = logits[row, :-1].float() / temperature
-            lse = torch.logsumexp(lf, dim=-1)
-            h = lse - (torch.softmax(lf, dim=-1) * lf).sum(-1)
-            total += (h * mask[row].float()).sum()
-    return total
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module: Any, name: str, param: Any) -> None:
+        register(module, name, param)
+        if param is not None and param.device.type != "meta":
+            p = module._parameters[name]
+            module._parameters[name] = type(p)(p.to("meta"), requires_grad=p.requires_grad)
+
+    torch.nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def _tied_names(model: Any) -> list[tuple[str, str]]:
+    """(alias, name) of each parameter reachable under a second name (tied embeddings)."""
+    first: dict[int, str] = {}
+    out = []
+    for n, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            out.append((n, first[id(p)]))
+        else:
+            first[id(p)] = n
+    return out
 
 
 def _optim_to_fqn(model: Any, state: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +155,6 @@ class TrainEngine:
         """Load the policy from `weights_dir` (the initial model or a checkpoint), the reference, AdamW."""
         import torch
         import transformers
-        from transformers import AutoModelForCausalLM
 
         transformers.utils.logging.disable_progress_bar()
         cfg = self.cfg
@@ -127,33 +168,17 @@ class TrainEngine:
         self.autocast_dtype = torch.bfloat16 if bf16 else None
         self.seed_everything(cfg.seed)
 
-        model = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=torch.float32)
-        model.config.use_cache = False
-        # Tied weights (lm_head = embeddings) appear twice in a state dict; the copy is dropped on save.
-        unique = {n for n, _ in model.named_parameters()}
-        self._aliases = {n for n, _ in model.named_parameters(remove_duplicate=False)} - unique
         gc_on = cfg.gradient_checkpointing == "on" or (cfg.gradient_checkpointing == "auto" and use_cuda)
-        if gc_on:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.to(self.device)
+        model = self._build(weights_dir, gc_on)
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
         pad = model.config.pad_token_id
         if pad is None:
             pad = model.config.eos_token_id
         self.pad_id = int(pad[0] if isinstance(pad, list) else pad or 0)
-        if self.dist.enabled:
-            self._shard(model)
         self.model = model
         if cfg.algo.kl_coef > 0:
-            ref = AutoModelForCausalLM.from_pretrained(
-                cfg.reference_path or cfg.require_model(), dtype=torch.float32
-            )
-            ref.config.use_cache = False
-            ref.requires_grad_(False)
+            ref = self._build(cfg.reference_path or cfg.require_model(), False, frozen=True)
             ref.eval()
-            ref.to(self.device)
-            if self.dist.enabled:
-                self._shard(ref)
             self.ref = ref
         self.optimizer = torch.optim.AdamW(
             model.parameters(),
@@ -168,6 +193,7 @@ class TrainEngine:
                 "path": str(weights_dir),
                 "device": str(self.device),
                 "bf16_autocast": bf16,
+                "fsdp_mixed_precision": bool(bf16 and self.dist.enabled),
                 "gradient_checkpointing": gc_on,
                 "params": sum(p.numel() for p in model.parameters()),
                 "world": self.dist.world,
@@ -175,15 +201,79 @@ class TrainEngine:
             },
         )
 
-    @staticmethod
-    def _shard(model: Any) -> None:
-        from torch.distributed.fsdp import fully_shard
+    def _build(self, path: Path, gc_on: bool, frozen: bool = False) -> Any:
+        """The fp32 model of `path` on self.device: loaded whole in one process; under torchrun built with
+        its parameters on the meta device, sharded, then filled from rank 0's CPU copy of the weights (each
+        rank receives only its shards: no device ever holds the full model)."""
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
 
+        if not self.dist.enabled:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        else:
+            with _parameters_on_meta():
+                model = AutoModelForCausalLM.from_config(
+                    AutoConfig.from_pretrained(path), dtype=torch.float32
+                )
+        model.config.use_cache = False
+        # Tied weights (lm_head = embeddings) appear twice in a state dict; the copy is dropped on save.
+        if frozen:
+            model.requires_grad_(False)
+        else:
+            self._aliases = {alias for alias, _ in _tied_names(model)}
+        if gc_on:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if not self.dist.enabled:
+            return model.to(self.device)
+        self._shard(model)
+        buffers = {n: b.clone() for n, b in model.named_buffers()}  # real: only parameters were on meta
+        model.to_empty(device=self.device)
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+        self._load_sharded(model, path)
+        return model
+
+    def _load_sharded(self, model: Any, path: Path) -> None:
+        """Rank 0 reads the safetensors into CPU memory; set_model_state_dict sends each rank its shards."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        full: dict[str, Any] = {}
+        if self.dist.is_main:
+            from safetensors.torch import load_file
+
+            files = sorted(Path(path).glob("*.safetensors"))
+            if not files:
+                raise ValueError(
+                    f"{path} has no *.safetensors weights; save the model with safe_serialization"
+                )
+            for f in files:
+                full.update(load_file(f, device="cpu"))
+            full = {k: v.float() if v.is_floating_point() else v for k, v in full.items()}
+            tied = dict(_tied_names(model))
+            for alias, name in tied.items():
+                if alias not in full and name in full:
+                    full[alias] = full[name]
+        set_model_state_dict(
+            model,
+            full,
+            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False),
+        )
+
+    def _shard(self, model: Any) -> None:
+        """fully_shard each decoder layer, then the root; bf16: gather bf16 parameters, reduce in fp32."""
+        import torch
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        kw: dict[str, Any] = {}
+        if self.autocast_dtype is not None:
+            kw["mp_policy"] = MixedPrecisionPolicy(
+                param_dtype=self.autocast_dtype, reduce_dtype=torch.float32
+            )
         layer_types = set(getattr(model, "_no_split_modules", None) or [])
         for module in model.modules():
             if type(module).__name__ in layer_types:
-                fully_shard(module)
-        fully_shard(model)
+                fully_shard(module, **kw)
+        fully_shard(model, **kw)
 
     @staticmethod
     def seed_everything(seed: int) -> None:
@@ -220,27 +310,26 @@ class TrainEngine:
         active = [s for s in samples if not skip or s.advantage != 0.0]
         # Longest first (stable): less padding per micro-batch, and the same order on every rank.
         active.sort(key=lambda s: -len(s.input_ids))
-        local = active[self.dist.rank :: world]
-        mbs = cfg.micro_batch_size
-        n_micro = math.ceil(math.ceil(len(active) / world) / mbs) if active else 0
+        plans = plan_micro_batches(
+            active, world, cfg.micro_batch_size, cfg.max_tokens_per_micro_batch, cfg.pack_sequences
+        )
+        mine = plans[self.dist.rank]
+        n_micro = max(len(p) for p in plans)
         self.model.train()
-        # tokens, seqs, pg, kl, clipped, ratio, entropy, loss, forwarded tokens
-        sums = torch.zeros(9, dtype=torch.float64, device=self.device)
+        sums = _StepSums.zeros(self.device)
         for k in range(n_micro):
-            chunk: list[Sample] = local[k * mbs : (k + 1) * mbs]
             weight = 1.0
+            chunk: list[Sample] = mine[k] if k < len(mine) else []
             if not chunk:  # FSDP needs every rank in every forward: run one sequence with zero weight
-                chunk, weight = [active[0]], 0.0
-            mb = collate(chunk, self.pad_id, self.device)
-            tap = _LogitsTap(self.model)
+                chunk, weight = [active[-1]], 0.0
+            mb = self._collate(chunk)
             with self._autocast():
-                logp_new = compute_token_logprobs(tap, mb.input_ids, mb.attention_mask, cfg.temperature)
+                logp_rows, entropy_rows = self._logprobs(self.model, mb, with_entropy=True)
+                logp_new = mb.per_sequence(logp_rows)
                 logp_ref = None
                 if self.ref is not None:
                     with torch.no_grad():
-                        logp_ref = compute_token_logprobs(
-                            self.ref, mb.input_ids, mb.attention_mask, cfg.temperature
-                        )
+                        logp_ref = mb.per_sequence(self._logprobs(self.ref, mb))
             logp_old = mb.logp_old if cfg.logp_old == "behaviour" else logp_new.detach()
             loss, stats = compute_policy_loss(
                 logp_new,
@@ -255,13 +344,9 @@ class TrainEngine:
             # Gradient reduction averages over ranks; the loss is already a share of the global sum.
             (loss * (weight * world)).backward()
             if weight:
-                entropy = _masked_entropy_sum(tap.logits, mb.loss_mask, cfg.temperature)
-                sums[:6] += stats.as_tensor().to(sums.dtype)
-                sums[6] += entropy.to(sums.dtype)
-                sums[7] += loss.detach().to(sums.dtype)
-                sums[8] += mb.tokens
-            del tap, logp_new, loss
-        self.dist.all_reduce_sum(sums)
+                sums.add(stats, entropy_rows.sum(), loss, mb.tokens)
+            del logp_rows, entropy_rows, logp_new, loss
+        totals = sums.all_reduced(self.dist)
         for p in self.model.parameters():  # nothing trained (all advantages 0): Adam still takes its step
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -281,22 +366,51 @@ class TrainEngine:
                 "non-finite gradient norm: step skipped", extra={"step": step, "grad_norm": grad_norm_f}
             )
         self.optimizer.zero_grad(set_to_none=True)
-        tokens = float(sums[0])
+        tokens = totals["tokens"]
         per_token = tokens if tokens > 0 else 1.0
         return StepResult(
-            loss=float(sums[7]),
-            kl=float(sums[3]) / per_token,
-            clip_fraction=float(sums[4]) / per_token,
-            ratio_mean=float(sums[5]) / per_token if tokens > 0 else 1.0,
-            entropy=float(sums[6]) / per_token,
+            loss=totals["loss"],
+            kl=totals["kl_sum"] / per_token,
+            clip_fraction=totals["clipped"] / per_token,
+            ratio_mean=totals["ratio_sum"] / per_token if tokens > 0 else 1.0,
+            entropy=totals["entropy_sum"] / per_token,
             grad_norm=grad_norm_f,
             lr=lr,
             seqs=int(total_seqs),
             trained_seqs=len(active),
             completion_tokens=int(total_tokens),
-            forwarded_tokens=int(sums[8]),
+            forwarded_tokens=int(totals["forwarded_tokens"]),
             skipped_nonfinite=not finite,
             seconds=time.perf_counter() - t0,
+        )
+
+    def _collate(self, samples: list[Sample]) -> MicroBatch:
+        if self.cfg.pack_sequences:
+            return collate_packed(samples, self.pad_id, self.device)
+        return collate(samples, self.pad_id, self.device)
+
+    def _logprobs(self, model: Any, mb: MicroBatch, with_entropy: bool = False) -> Any:
+        """Logprobs [R, T-1] (and entropies) of mb's rows, computed only where the loss needs them.
+
+        Rows are right-padded (collate) or packed, so no attention mask is passed: under causal attention a
+        real token never sees the padding after it, and without a mask sdpa takes its causal kernel instead
+        of materialising a [T, T] mask and score matrix per head (packed rows get theirs from the position
+        ids, which restart per sequence). Padding positions compute values that no loss position reads."""
+        import torch
+
+        position_ids = mb.position_ids
+        if position_ids is None:  # right padding: real tokens sit at 0..n-1; padding continues the count
+            rows, length = mb.input_ids.shape
+            position_ids = torch.arange(length, device=mb.input_ids.device).expand(rows, length)
+        return compute_token_logprobs(
+            model,
+            mb.input_ids,
+            None,
+            self.cfg.temperature,
+            position_ids=position_ids,
+            mask=mb.logprob_mask,
+            chunk_tokens=self.cfg.logprob_chunk_tokens,
+            with_entropy=with_entropy,
         )
 
     # ------------------------------------------------------------------ state
@@ -318,9 +432,43 @@ class TrainEngine:
             return None, None
         return {k: v for k, v in model_sd.items() if k not in self._aliases}, optim_sd
 
+    def publishable(self, model_sd: dict[str, Any], copy: bool = False) -> dict[str, Any]:
+        """The state dict to publish: floating tensors in `publish_dtype`, on the CPU; with `copy`, never the
+        live parameters (a background publish must not see the next step's in-place updates)."""
+        import torch
+
+        dtype = torch.bfloat16 if self.cfg.publish_dtype == "bf16" else None
+        out = {}
+        for k, v in model_sd.items():
+            t = v.detach()
+            if dtype is not None and t.is_floating_point():
+                t = t.to(device="cpu", dtype=dtype)
+            elif copy or t.device.type != "cpu":
+                t = t.to("cpu", copy=True)
+            out[k] = t
+        return out
+
     def save_model(self, model_sd: dict[str, Any], out_dir: Path) -> None:
-        """Write an HF model folder (config + safetensors) from a full state dict (rank 0)."""
-        self.model.save_pretrained(out_dir, state_dict=model_sd, safe_serialization=True)
+        """Write an HF model folder (config.json, generation_config.json, model.safetensors) from a full state
+        dict (rank 0). config.json names the dtype the weights are stored in, so `dtype="auto"` loaders (vLLM,
+        transformers) keep it. Written directly: transformers' save_pretrained on an FSDP-wrapped model
+        consults the model's own (sharded) parameters."""
+        import copy
+
+        import torch
+        from safetensors.torch import save_file
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config = copy.deepcopy(self.model.config)
+        dtypes = {v.dtype for v in model_sd.values() if v.is_floating_point()}
+        config.dtype = str(dtypes.pop() if len(dtypes) == 1 else torch.float32).removeprefix("torch.")
+        config.architectures = [type(self.model).__name__.removeprefix("FSDP")]
+        config.save_pretrained(out_dir)
+        generation = getattr(self.model, "generation_config", None)
+        if generation is not None:
+            generation.save_pretrained(out_dir)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_sd.items()}
+        save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
 
     def load_optimizer(self, optim_sd: dict[str, Any] | None) -> None:
         """Restore AdamW from a parameter-name-keyed full state dict (rank 0's is broadcast). Collective."""

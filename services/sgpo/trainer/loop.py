@@ -12,6 +12,11 @@ trainer is busy. Redis errors are logged and retried; they never stop training.
 
 Under torchrun, rank 0 does all the I/O and broadcasts one command per iteration (a batch, idle, a
 checkpoint request, stop); every rank then runs the same collectives.
+
+With `async_publish`, rank 0 writes weights/vN/ and calls UpdateWeights on a publisher thread while the next
+steps train. At most one publish is in flight (the next one, a pause, a checkpoint request and the stop wait
+for it), and `policy_version` (in Redis and in this process) moves to N only once the generator holds vN:
+the orchestrator's staleness bound counts from the weights actually served, never from newer ones.
 """
 
 from __future__ import annotations
@@ -146,6 +151,9 @@ class Trainer:
         self._last_reclaim = 0.0
         self._redis_backoff = 0.0
         self._version_to_record: int | None = None
+        self._version_lock = threading.Lock()  # the loop and the publisher both record versions
+        self._publisher: threading.Thread | None = None  # the publish in flight (async_publish)
+        self._publish_error: BaseException | None = None
 
     # ------------------------------------------------------------------ load
     def load(self) -> None:
@@ -257,6 +265,7 @@ class Trainer:
                     self._train(cmd["groups"])
             if self.step > max(self.last_checkpoint_step, 0):
                 self._save(checkpoint=True)
+            self._wait_publish()
             self._resolve_requests()
             log.info("trainer stopped", extra={"step": self.step, "checkpoint": str(self.last_checkpoint)})
         finally:
@@ -272,6 +281,8 @@ class Trainer:
             if self._ckpt_requests:
                 stale = self.step != self.last_checkpoint_step or self.last_checkpoint is None
                 return {"kind": "checkpoint", "write": stale}
+        if self._paused:
+            self._wait_publish()  # a paused trainer serves this step's weights
         self._record_version()
         if self._paused:
             self._idle.set()
@@ -442,9 +453,36 @@ class Trainer:
         if publish:
             if self.dist.is_main:
                 assert model_sd is not None
-                self._publish(model_sd)
-            self.policy_version = self.step
+                weights = self.engine.publishable(model_sd, copy=self.cfg.async_publish)
+                if self.cfg.async_publish:
+                    self._wait_publish()
+                    self._publisher = threading.Thread(
+                        target=self._publish_in_background,
+                        args=(weights, self.step),
+                        name="trainer-publisher",
+                        daemon=True,
+                    )
+                    self._publisher.start()
+                else:
+                    self._publish(weights, self.step)
+            else:
+                self.policy_version = self.step
         self.dist.barrier()
+
+    def _publish_in_background(self, model_sd: dict[str, Any], version: int) -> None:
+        try:
+            self._publish(model_sd, version)
+        except BaseException as e:  # raised in the loop by _wait_publish, as a synchronous publish would be
+            self._publish_error = e
+
+    def _wait_publish(self) -> None:
+        """Rank 0: wait for the publish in flight, if any; re-raise its failure (a disk error, say)."""
+        if self._publisher is not None:
+            self._publisher.join()
+            self._publisher = None
+        if self._publish_error is not None:
+            e, self._publish_error = self._publish_error, None
+            raise e
 
     def _write_checkpoint(self, model_sd: dict[str, Any], optim_sd: dict[str, Any]) -> None:
         state = TrainerState(step=self.step, policy_version=self.policy_version, consumed=self.history)
@@ -482,27 +520,30 @@ class Trainer:
                 self.unacked.extend(entry_ids)
             log.warning("ack failed; will retry after the next checkpoint", extra={"error": str(e)})
 
-    def _publish(self, model_sd: dict[str, Any]) -> None:
+    def _publish(self, model_sd: dict[str, Any], version: int) -> None:
+        """Rank 0: weights/v{version}/, UpdateWeights, then policy_version = version (in Redis too)."""
         folder = publish_weights(
             self.run_dir,
-            self.step,
+            version,
             write_model=lambda d: self.engine.save_model(model_sd, d),
             tokenizer_from=self.cfg.model_path,
             keep=self.cfg.keep_weights,
         )
         if self.cfg.generator_target:
             try:
-                self._update_generator(self.step, folder)
+                self._update_generator(version, folder)
             except Exception as e:
                 self.metrics.publish_failures.inc()
                 log.warning(
                     "UpdateWeights failed; the generator keeps older weights",
-                    extra={"target": self.cfg.generator_target, "version": self.step, "error": str(e)},
+                    extra={"target": self.cfg.generator_target, "version": version, "error": str(e)},
                 )
-        self._version_to_record = self.step
+        self.policy_version = version
+        with self._version_lock:
+            self._version_to_record = version
         self._record_version()
-        self.metrics.policy_version.set(self.step)
-        log.info("published weights", extra={"version": self.step, "path": str(folder)})
+        self.metrics.policy_version.set(version)
+        log.info("published weights", extra={"version": version, "path": str(folder)})
 
     def _update_generator(self, version: int, folder: Path) -> None:
         import grpc
@@ -519,14 +560,15 @@ class Trainer:
 
     def _record_version(self) -> None:
         """Rank 0: store the published version in Redis (retried each iteration until Redis takes it)."""
-        if self._version_to_record is None or self.queue is None:
-            return
-        try:
-            self.queue.set_policy_version(self._version_to_record)
-            self._version_to_record = None
-        except Exception as e:
-            self.metrics.redis_errors.inc()
-            log.warning("could not record policy_version", extra={"error": str(e)})
+        with self._version_lock:
+            if self._version_to_record is None or self.queue is None:
+                return
+            try:
+                self.queue.set_policy_version(self._version_to_record)
+                self._version_to_record = None
+            except Exception as e:
+                self.metrics.redis_errors.inc()
+                log.warning("could not record policy_version", extra={"error": str(e)})
 
     def _resolve_requests(self) -> None:
         with self._lock:

@@ -119,3 +119,28 @@ def test_resume_from_a_checkpoint_continues_the_same_trajectory(
     set_rng_state(load_torch(ckpt / "rng.pt"))
     b.train_step(GROUPS, 2)
     _assert_same(_params(a), _params(b), atol=1e-7)
+
+
+@pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_mean"])
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"max_tokens_per_micro_batch": 40},
+        {"max_tokens_per_micro_batch": 40, "pack_sequences": True},
+        {"pack_sequences": True},
+        {"logprob_chunk_tokens": 5},
+    ],
+    ids=["budget", "budget-packed", "packed", "chunk5"],
+)
+def test_token_budgets_packing_and_chunks_do_not_change_the_update(
+    tiny_policy_dir: Path, knobs: dict[str, object], loss_agg: str
+) -> None:
+    algo = {"loss_agg": loss_agg}
+    base = _engine(tiny_policy_dir, algo=algo, **SGD_LIKE)
+    other = _engine(tiny_policy_dir, algo=algo, **knobs, **SGD_LIKE)
+    for step in range(2):
+        rb, ro = base.train_step(GROUPS, step), other.train_step(GROUPS, step)
+        assert ro.loss == pytest.approx(rb.loss, abs=1e-6)
+        assert ro.entropy == pytest.approx(rb.entropy, rel=1e-5)
+        assert ro.clip_fraction == rb.clip_fraction and ro.forwarded_tokens == rb.forwarded_tokens
+    _assert_same(_params(base), _params(other))
