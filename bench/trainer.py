@@ -7,7 +7,7 @@ and peak memory, all in one process, interleaved, ratios printed.
 
 Three sides train the same model on the same synthetic groups with the same micro-batch size:
 - ours: `TrainEngine.train_step` as configured (`--max-tokens`, `--pack`, `--chunk`): chunked logprobs
-  computed at completion positions only, the DESIGN.md §1 loss, entropy, grad-norm clip, AdamW;
+  computed at completion positions only, the docs/design.md §1 loss, entropy, grad-norm clip, AdamW;
 - before: the engine of commit 47efbde (read from git, its logprob import pointed at the preserved
   full-logits path `compute_token_logprobs_full`): full [batch, length, vocab] logits;
 - plain: `model(input_ids, labels=...)` + backward + clip + AdamW over micro-batches of `--micro` sequences

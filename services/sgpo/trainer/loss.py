@@ -1,4 +1,4 @@
-"""The policy loss of DESIGN.md §1: the one function every trainer path (one process, FSDP, bench) calls.
+"""The policy loss of docs/design.md §1: the one function every trainer path (one process, FSDP, bench) calls.
 
 Per completion token t with advantage A (the completion's, broadcast over its tokens):
     ratio_t = exp(logp_new_t - logp_old_t)

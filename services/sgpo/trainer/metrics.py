@@ -17,7 +17,7 @@ class TrainerMetrics:
         self.policy_version = Gauge(
             "sgpo_trainer_policy_version", "Version (step) of the weights published last", registry=r
         )
-        self.loss = Gauge("sgpo_trainer_loss", "Policy loss of the last step (DESIGN.md §1)", registry=r)
+        self.loss = Gauge("sgpo_trainer_loss", "Policy loss of the last step (docs/design.md §1)", registry=r)
         self.kl = Gauge("sgpo_trainer_kl_nats", "Mean k3 KL to the reference per trained token", registry=r)
         self.clip = Gauge(
             "sgpo_trainer_clipped_tokens_ratio",

@@ -1,4 +1,4 @@
-"""The policy loss (DESIGN.md §1) against hand-computed numbers, and its gradient properties."""
+"""The policy loss (docs/design.md §1) against hand-computed numbers, and its gradient properties."""
 
 from __future__ import annotations
 
