@@ -18,8 +18,9 @@
 #    Grafana has no Debian package and its image cannot be pulled without Docker Hub: it is not started
 #    (said in the output); set SGPO_E2E_PYTHON_IMAGE=python:3.11-slim-bookworm, REDIS_IMAGE, PROMETHEUS_IMAGE
 #    and SGPO_E2E_GRAFANA=1 where Docker Hub is reachable to run the public images instead.
-# 4. The policy is built on the host, not in a container: $SGPO_E2E_POLICY, else a 40-step tiny policy
-#    (`sgpo pretrain --iters 40`, cached under the cache dir; the full preset takes minutes). It is mounted
+# 4. The policy is built on the host, not in a container: $SGPO_E2E_POLICY, else the tiny preset's policy if
+#    this machine has it cached (`sgpo pretrain --preset tiny`, 5-6 minutes on 2 cores), else a 40-step tiny
+#    policy (`sgpo pretrain --iters 40`, as tests/e2e make one; cached under the cache dir). It is mounted
 #    read-only at /data/policy (deploy/compose/e2e.yml), so the policy-init one-shot finds it cached.
 # 5. `docker compose --profile cpu up -d` of docker-compose.yml + deploy/compose/e2e.yml: health checks gate
 #    the start order; SGPO_E2E_STEPS steps of SGPO_E2E_BATCH groups. Checks from the host: every service's
@@ -264,6 +265,10 @@ fi
 
 # ---- 4. the policy, built on the host ------------------------------------------------------------------------
 policy=${SGPO_E2E_POLICY:-}
+if [ -z "$policy" ]; then  # the tiny preset's policy when this machine has it cached (`sgpo pretrain --preset tiny`)
+  cached=$(python3 -c 'from sgpo.tasks.tiny import TINY_PRESET, policy_dir; print(policy_dir(TINY_PRESET))' 2>/dev/null || true)
+  [ -n "$cached" ] && [ -f "$cached/pretrain.json" ] && policy=$cached
+fi
 if [ -z "$policy" ]; then
   policy=$CACHE/policy-tiny-40
   if [ ! -f "$policy/pretrain.json" ]; then

@@ -215,13 +215,7 @@ def check_final(args: argparse.Namespace) -> None:
             f"  figure: step {rec['step']}: loss {rec.get('loss', float('nan')):.4f}, "
             f"{rec.get('tokens_per_s', float('nan')):.0f} tokens/s, {extra}"
         )
-    step_s = prom_scalar(
-        args.prometheus,
-        f"max_over_time(sgpo_trainer_step_seconds_sum{window}) / "
-        f"max_over_time(sgpo_trainer_step_seconds_count{window})",
-    )
     kinds = prom_by_kind(args.prometheus, f"max_over_time(sgpo_orchestrator_groups_total{window})")
-    print(f"  figure: mean optimizer step (last trainer process) {step_s:.2f}s" if step_s else "")
     print(f"  figure: orchestrator groups by kind {kinds}")
 
     if failures:
