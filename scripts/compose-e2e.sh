@@ -229,11 +229,20 @@ if [ -z "$wheel" ]; then
     for w in "$dir"/torch-"$TORCH_VERSION"+cpu-cp311-*manylinux*x86_64.whl; do [ -f "$w" ] && wheel=$w; done
   done
 fi
+if [ -z "$wheel" ]; then  # else whatever this machine's pip can get (its indexes, caches and find-links)
+  mkdir -p "$STATE/wheels"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 \
+    -d "$STATE/wheels" "torch==$TORCH_VERSION+cpu" >"$STATE/pip-download.log" 2>&1 || true
+  for w in "$STATE/wheels"/torch-*.whl; do [ -f "$w" ] && wheel=$w; done
+fi
 if [ -n "$wheel" ]; then
   ln -f "$wheel" "$ROOT/deploy/wheels/" 2>/dev/null || cp "$wheel" "$ROOT/deploy/wheels/"
   say "torch: $(basename "$wheel") from this machine (deploy/wheels/, removed after the build)"
-else
+elif python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=15)' \
+    "https://download.pytorch.org/whl/cpu/torch/" >/dev/null 2>&1; then
   say "torch: the PyTorch CPU index (no local wheel)"
+else
+  die "no CPU torch $TORCH_VERSION wheel on this machine (pip find-links, pip download) and the PyTorch CPU index is unreachable: set SGPO_E2E_TORCH_WHEEL=/path/to/torch-$TORCH_VERSION+cpu-cp311-...whl"
 fi
 secret=()
 ca=${SGPO_E2E_EXTRA_CA:-}

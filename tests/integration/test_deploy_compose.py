@@ -5,7 +5,9 @@
 - resolved by the real docker compose (`docker-compose config`, from the same package) for each profile;
 - wiring: profiles, health-gated depends_on, GPU reservations, the shared volume, targets that point at a
   service's own port, Prometheus scraping every metrics port;
-- every sgpo service's own command and environment resolve to a valid config (`sgpo serve X --print-config`).
+- every sgpo service's own command and environment resolve to a valid config (`sgpo serve X --print-config`);
+- the override of scripts/compose-e2e.sh (deploy/compose/e2e.yml) on top of the main file, and the script's
+  skip path (exit 77 with a reason when it cannot run).
 
 The helpers here (resolving the file and mapping a service onto this machine) are also used by
 tests/e2e/test_compose_topology.py, which runs the cpu profile as local processes.
