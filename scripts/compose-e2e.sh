@@ -49,7 +49,7 @@ die() { echo "compose-e2e: FAILED: $*" >&2; exit 1; }
 
 CACHE=${SGPO_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sgpo-e2e}
 DATA_ROOT=${SGPO_E2E_DATA_ROOT:-$CACHE/docker}
-STEPS=${SGPO_E2E_STEPS:-4}
+STEPS=${SGPO_E2E_STEPS:-5}
 BATCH=${SGPO_E2E_BATCH:-2}
 NGROUPS=$((STEPS * BATCH))
 FAULTS=${SGPO_E2E_FAULTS:-1}
@@ -61,7 +61,7 @@ BASE_IMAGE=sgpo-local/debian-python:$SUITE
 RUN_ID=e2e
 PROJECT=sgpo-e2e
 TORCH_VERSION=2.13.0
-if [ "$FAULTS" = 1 ] && [ "$STEPS" -lt 3 ]; then die "SGPO_E2E_STEPS must be >= 3 with faults (kills after steps 1 and 2)"; fi
+if [ "$FAULTS" = 1 ] && [ "$STEPS" -lt 4 ]; then die "SGPO_E2E_STEPS must be >= 4 with faults (kills after steps 1 and 2)"; fi
 
 # ---- 1. preconditions --------------------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || skip "needs root to start dockerd (running as uid $(id -u))"
@@ -307,11 +307,11 @@ else
 fi
 CHECK=(python3 "$ROOT/deploy/compose/e2e_check.py")
 port() { compose port "$1" "$2" | awk -F: '{print $NF}'; }
-wait_healthy() {  # every long-running service healthy, policy-init exited 0
+wait_healthy() {  # wait_healthy SERVICE...: each long-running one healthy, policy-init exited 0
   local deadline=$((SECONDS + TIMEOUT_S)) pending s id st
   while :; do
     pending=()
-    for s in "${services[@]}"; do
+    for s in "$@"; do
       id=$(compose ps -a -q "$s")
       if [ -z "$id" ]; then pending+=("$s:not-created"); continue; fi
       st=$("$DOCKER" inspect -f '{{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
@@ -331,22 +331,29 @@ wait_healthy() {  # every long-running service healthy, policy-init exited 0
 }
 state_of() { "$DOCKER" inspect -f '{{.State.Status}} exit={{.State.ExitCode}} restarts={{.RestartCount}}' "$1"; }
 
-say "docker compose --profile cpu up -d (${services[*]}); $STEPS steps x $BATCH groups"
+# Everything but the orchestrator first (nothing trains before it starts), so the host checks each service
+# while it runs; then the orchestrator, which exits by itself once it has produced its groups.
+first=()
+for s in "${services[@]}"; do [ "$s" = orchestrator-cpu ] || first+=("$s"); done
+say "docker compose --profile cpu up -d (${first[*]})"
 t=$SECONDS
 # `up -d` starts each service once its depends_on gates pass (health checks, policy-init's exit 0)
-compose up -d --no-build "${services[@]}" >"$STATE/up.log" 2>&1 || {
-  cat "$STATE/up.log" >&2; die "docker compose up failed"; }
-wait_healthy
-TIMES[up]=$((SECONDS - t))
-say "every service healthy after ${TIMES[up]}s:"
+compose up -d --no-build "${first[@]}" >"$STATE/up.log" 2>&1 || { cat "$STATE/up.log" >&2; die "docker compose up failed"; }
+wait_healthy "${first[@]}"
+say "healthy after $((SECONDS - t))s:"
 compose ps --format '  {{.Service}}: {{.Status}}' 2>/dev/null || compose ps
-train_start=$SECONDS
-
 say "each service's /metrics from the host"
 "${CHECK[@]}" metrics generator="$(port generator-cpu 9101)" verifier="$(port verifier 9102)" \
-  judge="$(port judge-cpu 9103)" orchestrator="$(port orchestrator-cpu 9104)" trainer="$(port trainer-cpu 9105)"
+  judge="$(port judge-cpu 9103)" trainer="$(port trainer-cpu 9105)"
 say "the judge's HTTP API from the host"
 "${CHECK[@]}" judge "$(port judge-cpu 8080)" "$SGPO_E2E_JUDGE_KEY"
+say "docker compose --profile cpu up -d orchestrator-cpu: $STEPS steps x $BATCH groups"
+compose up -d --no-build orchestrator-cpu >>"$STATE/up.log" 2>&1 || { cat "$STATE/up.log" >&2; die "docker compose up failed"; }
+train_start=$SECONDS
+"${CHECK[@]}" metrics orchestrator="$(port orchestrator-cpu 9104)"
+wait_healthy orchestrator-cpu
+TIMES[up]=$((SECONDS - t))
+say "every service up and healthy after ${TIMES[up]}s"
 
 trainer=$(compose ps -q trainer-cpu)
 if [ "$FAULTS" = 1 ]; then
@@ -382,10 +389,12 @@ say "trainer: $(state_of "$trainer"); orchestrator: $(state_of "$(compose ps -a 
 "$DOCKER" cp "$trainer:/data/runs/$RUN_ID/checkpoints/step-$STEPS/trainer_state.json" "$STATE/trainer_state.json" ||
   die "no checkpoint step-$STEPS in the trainer's volume"
 "$DOCKER" cp "$trainer:/data/runs/$RUN_ID/metrics.jsonl" "$STATE/metrics.jsonl" || die "no metrics.jsonl in the run folder"
+compose logs --no-color orchestrator-cpu >"$STATE/orchestrator.log" 2>&1
 sleep 6  # one more Prometheus scrape interval (5 s)
 say "groups produced == groups trained; Prometheus scraped every service"
 "${CHECK[@]}" final --redis "$(port redis 6379)" --prometheus "$(port prometheus 9090)" --run-id "$RUN_ID" \
-  --steps "$STEPS" --groups "$NGROUPS" --state "$STATE/trainer_state.json" --metrics-jsonl "$STATE/metrics.jsonl"
+  --steps "$STEPS" --groups "$NGROUPS" --state "$STATE/trainer_state.json" --metrics-jsonl "$STATE/metrics.jsonl" \
+  --orchestrator-log "$STATE/orchestrator.log"
 
 say "timings (s): base ${TIMES[base]:--}, light image ${TIMES[light]}, redis ${TIMES[redis]:--}, prometheus ${TIMES[prometheus]:--}, host pretrain ${TIMES[pretrain]:-cached}, up until all healthy ${TIMES[up]}, training ${TIMES[train]} ($STEPS steps, faults=$FAULTS), total $((SECONDS - T0))"
 say "PASSED"

@@ -10,7 +10,7 @@ message saying what was expected and what was found, and exit 1.
   e2e_check.py wait-step PORT STEP TIMEOUT_S  the trainer's /metrics reports sgpo_trainer_step >= STEP
   e2e_check.py judge PORT KEY                 POST /v1/judge with the key -> 200 and a judgement; without -> 401
   e2e_check.py final --redis PORT --prometheus PORT --run-id ID --steps N --groups G --state FILE
-                    --metrics-jsonl FILE
+                    --metrics-jsonl FILE --orchestrator-log FILE
                                               groups produced (orchestrator, Redis) == trained (trainer's final
                                               checkpoint, Prometheus), nothing pending, every service scraped
 """
@@ -51,10 +51,18 @@ def metric_value(text: str, name: str) -> float | None:
 
 
 # ---- per-service /metrics ----------------------------------------------------------------------------------
-def check_metrics(pairs: list[str]) -> None:
+def check_metrics(pairs: list[str], timeout_s: float = 60.0) -> None:
     for pair in pairs:
         name, port = pair.split("=")
-        status, body = http(f"http://127.0.0.1:{port}/metrics")
+        deadline = time.monotonic() + timeout_s
+        while True:  # a service just started may not listen yet
+            try:
+                status, body = http(f"http://127.0.0.1:{port}/metrics")
+                break
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    raise CheckFailed(f"{name}: GET /metrics on 127.0.0.1:{port}: {e}") from None
+                time.sleep(0.2)
         samples = [ln for ln in body.splitlines() if ln.startswith("sgpo_")]
         if status != 200 or not samples:
             raise CheckFailed(
@@ -75,7 +83,7 @@ def wait_step(port: int, step: int, timeout_s: float) -> None:
         if seen is not None and seen >= step:
             print(f"  trainer at step {seen:.0f}")
             return
-        time.sleep(1)
+        time.sleep(0.2)
     raise CheckFailed(f"the trainer did not reach step {step} in {timeout_s:.0f}s (last seen: {seen})")
 
 
@@ -162,7 +170,9 @@ def check_final(args: argparse.Namespace) -> None:
         f"  redis: group_ids={len(produced_ids)} stream={stream_len} pending={pending} lag={lag} dead={dead} "
         f"policy_version={version}"
     )
-    print(f"  orchestrator: groups enqueued (sgpo_orchestrator_groups_total) = {produced_metric}")
+    print(
+        f"  orchestrator: groups enqueued, as last scraped (sgpo_orchestrator_groups_total) = {produced_metric}"
+    )
 
     # trained: the trainer's final checkpoint (one id list per step) and its metrics
     state = json.loads(Path(args.state).read_text())
@@ -172,12 +182,22 @@ def check_final(args: argparse.Namespace) -> None:
         f"  trainer: final checkpoint step {state['step']}, {len(trained)} groups trained; max step metric {step}"
     )
 
+    # the orchestrator's own count, from its last log line ("orchestrator done"): Prometheus may have
+    # scraped it last a few groups before it finished and exited (5 s scrape interval)
+    done = [
+        json.loads(line[line.index("{") :])
+        for line in Path(args.orchestrator_log).read_text(errors="replace").splitlines()
+        if '"orchestrator done"' in line
+    ]
+    produced_log = done[-1]["enqueued"] if done else None
+    print(f"  orchestrator: 'orchestrator done' log line: enqueued {produced_log}")
     want = args.groups
-    if len(produced_ids) != want or produced_metric != want:
+    if len(produced_ids) != want or produced_log != want:
         failures.append(
-            f"groups produced: want {want}; Redis group_ids {len(produced_ids)}, "
-            f"orchestrator metric {produced_metric}"
+            f"groups produced: want {want}; Redis group_ids {len(produced_ids)}, orchestrator log {produced_log}"
         )
+    if not produced_metric or produced_metric > want:
+        failures.append(f"Prometheus's orchestrator group count is {produced_metric} (want 1..{want})")
     if len(trained) != len(set(trained)):
         failures.append("a group was trained twice (duplicate ids in the final checkpoint)")
     if set(trained) != produced_ids:
@@ -189,8 +209,6 @@ def check_final(args: argparse.Namespace) -> None:
         failures.append(
             f"the trainer should end at step {args.steps}: its last checkpoint is {state['step']}"
         )
-    if not step:  # the last step may fall after the last scrape: the trainer exits right after it
-        failures.append(f"Prometheus has no trainer step > 0 (max sgpo_trainer_step: {step})")
     if pending or any(x not in (0, None) for x in lag) or dead:
         failures.append(f"Redis still holds work: pending={pending} lag={lag} dead letters={dead}")
     if version is None or int(version) != args.steps:
@@ -240,6 +258,7 @@ def main(argv: list[str]) -> int:
     f.add_argument("--run-id", required=True)
     f.add_argument("--state", required=True, help="trainer_state.json of the final checkpoint")
     f.add_argument("--metrics-jsonl", required=True, help="the trainer's metrics.jsonl of the run")
+    f.add_argument("--orchestrator-log", required=True, help="`docker compose logs orchestrator-cpu`")
     args = p.parse_args(argv)
     try:
         if args.cmd == "metrics":

@@ -615,7 +615,7 @@ def test_e2e_override_environment_is_a_valid_config(tmp_path: Path) -> None:
         assert p.returncode == 0, f"{name}: {p.stderr[-2000:]}"
         checked[local.role] = json.loads(p.stdout)
     if "orchestrator" in checked:
-        assert checked["orchestrator"]["max_groups"] == 8 and checked["orchestrator"]["batch_groups"] == 2
+        assert checked["orchestrator"]["max_groups"] == 10 and checked["orchestrator"]["batch_groups"] == 2
     if "trainer" in checked:
         assert checked["trainer"]["checkpoint_every"] == 1 and checked["trainer"]["batch_groups"] == 2
     assert checked, f"no config class yet for {sorted(unwritten)}"
