@@ -72,14 +72,21 @@ if [ -z "${SGPO_E2E_PYTHON_IMAGE:-}" ]; then command -v debootstrap >/dev/null |
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   command -v apt-get >/dev/null || skip "missing ${need_pkgs[*]} and no apt-get to install them"
   say "installing ${need_pkgs[*]} (apt-get)"
-  # policy-rc.d (if the machine has none) keeps the package from starting the system's docker service
-  export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1
+  # a policy-rc.d for the install (when the machine has none) keeps the package from starting the system's
+  # docker service: only the dockerd below may run, with its own data root and network settings
+  policy_rc=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && policy_rc=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
   if ! { apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/tmp/sgpo-e2e-apt.log 2>&1 ||
          { apt-get update -q >>/tmp/sgpo-e2e-apt.log 2>&1 &&
            apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >>/tmp/sgpo-e2e-apt.log 2>&1; }; }; then
+    if [ -n "$policy_rc" ]; then rm -f /usr/sbin/policy-rc.d; fi
     tail -5 /tmp/sgpo-e2e-apt.log >&2
     skip "apt-get install ${need_pkgs[*]} failed (log: /tmp/sgpo-e2e-apt.log)"
   fi
+  if [ -n "$policy_rc" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 # The engine's own client: it speaks BuildKit without the buildx plugin (a newer docker CLI on PATH may not).
 DOCKER=$(command -v docker)
@@ -270,6 +277,7 @@ if [ -z "${PROMETHEUS_IMAGE:-}" ]; then
   export PROMETHEUS_IMAGE=sgpo-local/prometheus:$SUITE
 fi
 "$DOCKER" image prune -f >/dev/null  # the previous builds' layers, now untagged
+"$DOCKER" builder prune -f --keep-storage 3gb >/dev/null  # the build cache, least recently used first
 "$DOCKER" images --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' | sort
 
 # ---- 4. the policy, built on the host ------------------------------------------------------------------------
