@@ -11,3 +11,22 @@ python3 -m ruff format --check .
 python3 -m mypy services/sgpo/core
 lint-imports --no-cache  # the layer contracts in pyproject.toml: imports run one way
 python3 -m pytest -m "not slow and not gpu" "$@"
+
+# ---- docker compose for real (scripts/compose-e2e.sh) ---------------------------------------------------------
+# Builds the images and runs the compose `cpu` profile in containers with its own dockerd (about 2 minutes with
+# its caches, see docs/deploy.md). It runs when this is root and Docker can be installed and started; otherwise
+# it prints why it was skipped (exit 77). Skipped too, said so, for a targeted run (arguments for pytest) or
+# SGPO_COMPOSE_E2E=0.
+if [ "$#" -gt 0 ]; then
+  echo "compose e2e: SKIPPED: pytest arguments given (a targeted run); run bash scripts/compose-e2e.sh for it"
+elif [ "${SGPO_COMPOSE_E2E:-1}" = 0 ]; then
+  echo "compose e2e: SKIPPED: SGPO_COMPOSE_E2E=0"
+else
+  e2e_rc=0
+  bash scripts/compose-e2e.sh || e2e_rc=$?
+  if [ "$e2e_rc" = 77 ]; then
+    echo "compose e2e: SKIPPED (reason above)"
+  elif [ "$e2e_rc" != 0 ]; then
+    exit "$e2e_rc"
+  fi
+fi

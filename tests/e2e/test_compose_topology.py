@@ -10,7 +10,8 @@ order, each gate checked the compose way (`service_healthy`: the service's own h
 file's own knob) must complete through them: the trainer exits 0 after checkpointing and publishing weights.
 
 Not run: Redis (this machine's), Prometheus and Grafana (third-party images; their files are validated in
-tests/integration/test_deploy_*.py). A one-iteration tiny policy is written into the volume first, so the
+tests/integration/test_deploy_*.py). The same profile in real containers, with a real Redis and Prometheus,
+is scripts/compose-e2e.sh (scripts/test.sh runs it when it is root and Docker can start). A one-iteration tiny policy is written into the volume first, so the
 one-shot `policy-init` finds it cached (the full pretraining takes many minutes) and only writes the RL data.
 """
 

@@ -5,7 +5,9 @@
 - resolved by the real docker compose (`docker-compose config`, from the same package) for each profile;
 - wiring: profiles, health-gated depends_on, GPU reservations, the shared volume, targets that point at a
   service's own port, Prometheus scraping every metrics port;
-- every sgpo service's own command and environment resolve to a valid config (`sgpo serve X --print-config`).
+- every sgpo service's own command and environment resolve to a valid config (`sgpo serve X --print-config`);
+- the override of scripts/compose-e2e.sh (deploy/compose/e2e.yml) on top of the main file, and the script's
+  skip path (exit 77 with a reason when it cannot run).
 
 The helpers here (resolving the file and mapping a service onto this machine) are also used by
 tests/e2e/test_compose_topology.py, which runs the cpu profile as local processes.
@@ -495,3 +497,150 @@ def test_a_bad_compose_environment_is_a_clear_config_error(tmp_path: Path) -> No
     r = print_config(trainer)
     assert r.returncode != 0
     assert "max_steps" in r.stderr and "SGPO_TRAINER__MAX_STEPS" in r.stderr, r.stderr
+
+
+# ---- the e2e override (scripts/compose-e2e.sh runs the cpu profile in real containers) ----------------------
+E2E_OVERRIDE = ROOT / "deploy" / "compose" / "e2e.yml"
+E2E_SCRIPT = ROOT / "scripts" / "compose-e2e.sh"
+
+
+def resolve_e2e(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    args = [
+        str(compose_binary()),
+        "-f",
+        str(COMPOSE_FILE),
+        "-f",
+        str(E2E_OVERRIDE),
+        "--project-directory",
+        str(ROOT),
+    ]
+    return subprocess.run(
+        [*args, "--profile", "cpu", "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=compose_env(**env),
+        timeout=60,
+    )
+
+
+def test_third_party_images_are_variables_with_the_public_defaults() -> None:
+    defaults = resolve_compose([])["services"]
+    assert defaults["redis"]["image"] == "redis:7.4-alpine"
+    assert defaults["prometheus"]["image"].startswith("prom/prometheus:")
+    assert defaults["grafana"]["image"].startswith("grafana/grafana:")
+    local = resolve_compose(
+        ["cpu"],
+        env=compose_env(
+            REDIS_IMAGE="sgpo-local/redis:bookworm",
+            PROMETHEUS_IMAGE="sgpo-local/prometheus:bookworm",
+            SGPO_PYTHON_IMAGE="sgpo-local/debian-python:bookworm",
+        ),
+    )["services"]
+    assert local["redis"]["image"] == "sgpo-local/redis:bookworm"
+    assert local["prometheus"]["image"] == "sgpo-local/prometheus:bookworm"
+    assert local["verifier"]["build"]["args"]["PYTHON_IMAGE"] == "sgpo-local/debian-python:bookworm"
+    assert defaults["verifier"]["build"]["args"]["PYTHON_IMAGE"].startswith("python:3.11")
+
+
+def test_e2e_override_mounts_the_host_policy_and_sizes_a_short_run(tmp_path: Path) -> None:
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    r = resolve_e2e(
+        {
+            "SGPO_E2E_POLICY": str(policy),
+            "SGPO_E2E_JUDGE_KEY": "k1",
+            "SGPO_E2E_BATCH": "3",
+            "SGPO_E2E_GROUPS": "12",
+        }
+    )
+    assert r.returncode == 0, r.stderr
+    services = json.loads(r.stdout)["services"]
+    for name in ("policy-init", "generator-cpu", "trainer-cpu"):
+        mounts = {v["target"]: v for v in services[name]["volumes"]}
+        assert mounts["/data"]["source"] == "sgpo-data", name  # the shared volume stays
+        assert mounts["/data/policy"]["source"] == str(policy) and mounts["/data/policy"]["read_only"], name
+    assert 'head -n "12"' in services["policy-init"]["command"][0]
+    orch = services["orchestrator-cpu"]["environment"]
+    trainer = services["trainer-cpu"]["environment"]
+    assert orch["SGPO_ORCHESTRATOR__MAX_GROUPS"] == "12" and orch["SGPO_ORCHESTRATOR__BATCH_GROUPS"] == "3"
+    assert trainer["SGPO_TRAINER__BATCH_GROUPS"] == "3" and trainer["SGPO_TRAINER__CHECKPOINT_EVERY"] == "1"
+    assert orch["SGPO_ORCHESTRATOR__DATASET"] == "/data/tasks/e2e_problems.jsonl"
+    assert json.loads(services["judge-cpu"]["environment"]["SGPO_JUDGE__API_KEYS"]) == ["k1"]
+    # every sgpo service's metrics port and Redis reach the host on 127.0.0.1 only
+    for name, svc in services.items():
+        role = sgpo_role(svc)
+        if role is None and name != "redis":
+            continue
+        want = "6379" if name == "redis" else svc["environment"][f"SGPO_{role.upper()}__METRICS_PORT"]  # type: ignore[union-attr]
+        published = {(p["target"], p.get("host_ip")) for p in svc.get("ports") or []}
+        assert (int(want), "127.0.0.1") in published, (
+            f"{name}: {want} not published on 127.0.0.1: {published}"
+        )
+    # the override changes nothing else the main file wires
+    main = resolve_compose(["cpu"])["services"]
+    assert set(services) == set(main)
+    for name in services:
+        assert services[name]["command"] == main[name]["command"] or name == "policy-init", name
+        assert services[name].get("depends_on") == main[name].get("depends_on"), name
+
+
+def test_e2e_override_says_what_is_missing() -> None:
+    r = resolve_e2e({"SGPO_E2E_JUDGE_KEY": "k"})
+    assert r.returncode != 0 and "set SGPO_E2E_POLICY" in r.stderr, r.stderr
+    r = resolve_e2e({"SGPO_E2E_POLICY": "/tmp"})
+    assert r.returncode != 0 and "set SGPO_E2E_JUDGE_KEY" in r.stderr, r.stderr
+
+
+def test_e2e_override_environment_is_a_valid_config(tmp_path: Path) -> None:
+    """The override's extra SGPO_ variables (max_groups, batch sizes, checkpoint_every, API keys) are keys the
+    services accept: `sgpo serve X --print-config` on the resolved environment."""
+    policy = tmp_path / "policy"
+    shutil.copytree(model_folder_stub(), policy)
+    r = resolve_e2e({"SGPO_E2E_POLICY": str(policy), "SGPO_E2E_JUDGE_KEY": "k1"})
+    assert r.returncode == 0, r.stderr
+    resolved = json.loads(r.stdout)
+    mapping = LocalMapping(resolved, tmp_path / "e2e", "redis://127.0.0.1:6379/0")
+    dataset = mapping.local("orchestrator-cpu").env["SGPO_ORCHESTRATOR__DATASET"]
+    Path(dataset).parent.mkdir(parents=True, exist_ok=True)
+    Path(dataset).write_text('{"problem": "Start with 2. Add 3.", "answer": "5"}\n')
+    unwritten = unwritten_services()
+    checked = {}
+    for name in ("orchestrator-cpu", "trainer-cpu", "judge-cpu"):
+        local = mapping.local(name)
+        if local.role in unwritten:
+            continue
+        if local.role == "trainer":
+            local.env["SGPO_TRAINER__MODEL_PATH"] = str(policy)  # the bind mount, mapped by hand
+        p = print_config(local)
+        assert p.returncode == 0, f"{name}: {p.stderr[-2000:]}"
+        checked[local.role] = json.loads(p.stdout)
+    if "orchestrator" in checked:
+        assert checked["orchestrator"]["max_groups"] == 10 and checked["orchestrator"]["batch_groups"] == 2
+    if "trainer" in checked:
+        assert checked["trainer"]["checkpoint_every"] == 1 and checked["trainer"]["batch_groups"] == 2
+    assert checked, f"no config class yet for {sorted(unwritten)}"
+
+
+def test_compose_e2e_script_skips_with_a_reason_when_it_cannot_run() -> None:
+    """Not root: exit 77 and a printed reason (scripts/test.sh reports it as skipped, never silently)."""
+    assert subprocess.run(["bash", "-n", str(E2E_SCRIPT)], capture_output=True).returncode == 0
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser") or shutil.which("setpriv")
+        if runuser is None:
+            pytest.skip("root without runuser/setpriv: cannot run the script as another user")
+        prefix = (
+            [runuser, "-u", "nobody", "--"]
+            if runuser.endswith("runuser")
+            else [runuser, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        )
+    else:
+        prefix = []
+    r = subprocess.run(
+        [*prefix, "bash", str(E2E_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "HOME": "/tmp"},
+    )
+    assert r.returncode == 77, (r.returncode, r.stdout, r.stderr)
+    assert "SKIPPED: needs root" in r.stderr
