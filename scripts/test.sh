@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (README, CI): install, check generated stubs, lint, type-check, check the
-# import layers, test.
+# import layers, build and run the compose e2e, test.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/unit -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,6 @@ python3 -m ruff check .
 python3 -m ruff format --check .
 python3 -m mypy services/sgpo/core
 lint-imports --no-cache  # the layer contracts in pyproject.toml: imports run one way
-python3 -m pytest -m "not slow and not gpu" "$@"
 
 # ---- docker compose for real (scripts/compose-e2e.sh) ---------------------------------------------------------
 # Builds the images and runs the compose `cpu` profile in containers with its own dockerd (about 2 minutes with
@@ -30,3 +29,6 @@ else
     exit "$e2e_rc"
   fi
 fi
+
+# ---- the tests (last, so that pytest's summary closes the output) ----------------------------------------------
+python3 -m pytest -m "not slow and not gpu" "$@"
