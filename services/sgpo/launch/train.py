@@ -115,6 +115,8 @@ def build_run_config(
             "lr": preset.lr,
             "max_steps": steps,
             "checkpoint_every": preset.checkpoint_every,
+            # the checkpoints of evaluated steps are the learning curve's: never pruned
+            "keep_every": opts.eval_every or preset.eval_every,
             "publish_every": 1,
             "pause_every": opts.eval_every or preset.eval_every,
             "generator_target": target["generator"],
@@ -205,6 +207,21 @@ class Monitor:
         if len(self.groups) < n or "sampled" not in self.groups[n - 1]:
             return None
         return int(self.groups[n - 1]["sampled"])
+
+
+def point_best(run_dir: Path, step: int, result: dict[str, Any]) -> Path:
+    """Point checkpoints/best at checkpoints/step-`step` (a relative symlink, replaced atomically) and write
+    checkpoints/best.json (step, held-out accuracy). The trainer never prunes the checkpoint it points to."""
+    from sgpo.trainer.checkpoint import BEST_LINK
+
+    root = run_dir / "checkpoints"
+    tmp = root / f".{BEST_LINK}-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(f"step-{step}", tmp)
+    os.replace(tmp, root / BEST_LINK)
+    record = {k: result[k] for k in ("step", "overall", "accuracy", "samples", "temperature") if k in result}
+    (root / "best.json").write_text(json.dumps({**record, "checkpoint": f"step-{step}"}, indent=2) + "\n")
+    return root / BEST_LINK
 
 
 def eval_options_error(samples: int | None, temperature: float | None) -> str | None:
@@ -300,6 +317,7 @@ class TrainRun:
         self.redis: Any = None
         self.cluster: Any = None
         self.tracker: Any = None
+        self.best: dict[str, Any] | None = None
 
     def execute(self) -> int:
         import tomli_w
@@ -512,7 +530,7 @@ class TrainRun:
         self.cluster.stop_service("orchestrator")
         # The last step's policy, unless the loop evaluated it just before the run ended.
         if not self.evals or self.evals[-1]["step"] != monitor.step:
-            self._evaluate(monitor.step, eval_path, doc)
+            self._mark_best(self._evaluate(monitor.step, eval_path, doc), None)
 
     def _evaluate_paused(self, step: int, eval_path: Path, doc: dict[str, Any]) -> int:
         """Evaluate one policy: pause the trainer (Pause returns once no step is in progress), wait until the
@@ -533,13 +551,38 @@ class TrainRun:
             deadline = time.monotonic() + 60
             while self._version() != status.policy_version and time.monotonic() < deadline:
                 time.sleep(0.2)
-            self._evaluate(int(status.step), eval_path, doc)
+            result = self._evaluate(int(status.step), eval_path, doc)
+            self._mark_best(result, trainer)
         finally:
             try:
                 trainer.Resume(trainer_pb2.ResumeRequest(), timeout=30)
             except grpc.RpcError as e:
                 log.warning("could not resume the trainer: %s", e.code())
         return int(status.step)
+
+    def _mark_best(self, result: dict[str, Any], trainer: Any) -> None:
+        """A trained policy better on held-out problems than every one before: checkpoint it if the trainer
+        (paused there) has not, and point checkpoints/best at it."""
+        import grpc
+
+        from sgpo.trainer.checkpoint import STATE_FILE
+        from sgpo.v1 import trainer_pb2
+
+        step = int(result["step"])
+        if step < 1 or (self.best is not None and result["overall"] <= self.best["overall"]):
+            return
+        folder = self.run_dir / "checkpoints" / f"step-{step}"
+        if not (folder / STATE_FILE).is_file() and trainer is not None:
+            try:
+                trainer.CheckpointNow(trainer_pb2.CheckpointNowRequest(), timeout=300)
+            except grpc.RpcError as e:
+                log.warning("no checkpoint of the best step %d (%s); best pointer unchanged", step, e.code())
+                return
+        if not (folder / STATE_FILE).is_file():
+            log.warning("no checkpoint of step %d; best pointer unchanged", step)
+            return
+        point_best(self.run_dir, step, result)
+        self.best = result
 
     def _version(self) -> int:
         from sgpo.v1 import generator_pb2
@@ -591,6 +634,7 @@ class TrainRun:
             "colored_groups": colored,
             "eval": self.evals,
             "restarts": dict(self.cluster.restart_counts) if self.cluster else {},
+            "best": {"step": self.best["step"], "overall": self.best["overall"]} if self.best else None,
             "judge_seconds": sum(g.get("judge_s", 0.0) for g in groups),
             "generate_seconds": sum(g.get("generate_s", 0.0) for g in groups),
         }
@@ -613,6 +657,11 @@ class TrainRun:
             f"restarts {summary['restarts'] or 'none'}"
         )
         self.console.print("plots: " + ", ".join(str(p) for p in pngs))
+        if self.best is not None:
+            self.console.print(
+                f"best held-out accuracy {self.best['overall']:.3f} at step {self.best['step']}: "
+                f"{self.run_dir / 'checkpoints' / 'best'}"
+            )
         tb = self.run_dir / "tensorboard"
         if tb.is_dir():
             self.console.print(f"tensorboard: tensorboard --logdir {tb}")
