@@ -142,8 +142,8 @@ def plot_compare(runs: list[ComparedRun], out: Path, window: int = 5) -> list[Pa
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for i, r in enumerate(runs):
         c = colors[i % len(colors)]
-        for ax, pts in zip(axes, (r.data.all_negative, r.colored), strict=True):
-            smooth = rolling_mean([(float(s), v) for s, v in pts], window)
+        for ax, fractions in zip(axes, (r.data.all_negative, r.colored), strict=True):
+            smooth = rolling_mean([(float(s), v) for s, v in fractions], window)
             if smooth:
                 ax.plot([p[0] for p in smooth], [p[1] for p in smooth], color=c, label=r.data.name)
     axes[0].set_title(f"all-negative fraction (rolling mean of {window} steps)", fontsize=9)

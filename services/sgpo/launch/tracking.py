@@ -142,8 +142,9 @@ class _TensorBoard:
         self.writer = SummaryWriter(log_dir=str(self.dir))
         flat = flatten(config)
         exp, ssi, sei = hparams(flat, {})
+        file_writer: Any = self.writer.file_writer
         for summary in (exp, ssi, sei):
-            self.writer.file_writer.add_summary(summary)  # type: ignore[union-attr]
+            file_writer.add_summary(summary)
         import tomli_w
 
         self.writer.add_text("config", "```toml\n" + tomli_w.dumps(_toml_safe(config)) + "\n```", 0)
@@ -301,13 +302,16 @@ class RunTracker:
             raise TrackingError(f"batch_groups must be >= 1; got {batch_groups}")
         self.cfg, self.run_dir, self.batch_groups = cfg, Path(run_dir), batch_groups
         name = name or self.run_dir.name
-        makers = {"tensorboard": (_TensorBoard, cfg.tensorboard), "wandb": (_Wandb, cfg.wandb)}
-        makers["mlflow"] = (_Mlflow, cfg.mlflow)  # type: ignore[assignment]
+        makers: dict[str, tuple[Any, Any]] = {
+            "tensorboard": (_TensorBoard, cfg.tensorboard),
+            "wandb": (_Wandb, cfg.wandb),
+            "mlflow": (_Mlflow, cfg.mlflow),
+        }
         self.backends: list[Any] = []
         try:
             for backend in dict.fromkeys(cfg.backends):
                 cls, sub = makers[backend]
-                self.backends.append(cls(sub, self.run_dir, name, config))  # type: ignore[arg-type]
+                self.backends.append(cls(sub, self.run_dir, name, config))
         except BaseException:
             self.close()
             raise

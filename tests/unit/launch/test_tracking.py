@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -122,10 +123,19 @@ def test_wandb_offline_run_files_read_back(run_dir: Path) -> None:
     tracker.backfill()
     tracker.close()
     (run_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    records = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wandb's core process may still be writing when finish() returns
+        records = []
+        for data in _wandb_records(run_file.read_bytes()):
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(data)
+            records.append(rec)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        time.sleep(0.2)
     history, config = [], {}
-    for data in _wandb_records(run_file.read_bytes()):
-        rec = wandb_internal_pb2.Record()
-        rec.ParseFromString(data)
+    for rec in records:
         if rec.WhichOneof("record_type") == "history":
             history.append(
                 {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
