@@ -109,7 +109,14 @@ def resolve_tracking(table: Any, backends: tuple[str, ...] | None = None) -> Tra
     cfg = TrackingConfig.from_table(table)
     if backends is not None:
         cfg = TrackingConfig.from_table({**cfg.model_dump(), "backends": list(backends)})
-    check_backends(cfg)
+    try:
+        check_backends(cfg)
+    except TrackingError as e:
+        if table is not None or backends is not None:
+            raise
+        # Nobody asked for TensorBoard: a missing package (it is a dependency) costs the event files only.
+        log.warning("%s; running without TensorBoard event files", e)
+        cfg = TrackingConfig.from_table({**cfg.model_dump(), "backends": []})
     return cfg
 
 

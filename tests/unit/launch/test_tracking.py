@@ -209,3 +209,14 @@ def test_bad_tracking_tables_say_what_to_do() -> None:
         TrackingConfig.from_table({"tensorbord": {}})
     with pytest.raises(TrackingError, match="must be a table"):
         TrackingConfig.from_table(["tensorboard"])
+
+
+def test_the_command_line_overrides_the_tables_backends() -> None:
+    from sgpo.launch.tracking import resolve_tracking
+
+    table = {"backends": ["tensorboard"], "tensorboard": {"dir": "tb"}}
+    assert resolve_tracking(table, ()).backends == ()
+    assert resolve_tracking(table, None).tensorboard.dir == "tb"
+    assert resolve_tracking(None, None).backends == ("tensorboard",)
+    with pytest.raises(TrackingError, match="backends are"):
+        resolve_tracking(table, ("comet",))
