@@ -115,6 +115,11 @@ def test_short_run_colors_evaluates_single_policies_and_trains_each_group_once(
         assert [e.step for e in acc.Scalars("eval/overall")] == steps
         assert len(acc.Scalars("groups/all_negative_fraction")) >= summary["steps"]
         assert "tensorboard --logdir" in out.stdout
+        # checkpoints/best: the evaluated step of best held-out accuracy, checkpointed and kept
+        best = summary["best"]
+        assert best["overall"] == max(e["overall"] for e in evals if e["step"] > 0)
+        link = run_dir / "checkpoints" / "best"
+        assert link.readlink() == Path(f"step-{best['step']}") and (link / "trainer_state.json").is_file()
     finally:
         cleanup(redis_url, run_dir)
 
