@@ -106,6 +106,20 @@ def test_short_run_colors_evaluates_single_policies_and_trains_each_group_once(
             assert (run_dir / png).stat().st_size > 5000
         trained = final_consumed(run_dir)
         assert len(trained) == len(set(trained)) == summary["steps"] * 16
+        # TensorBoard events by default, read back with TensorBoard's own reader
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(run_dir / "tensorboard"))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, summary["steps"] + 1))
+        assert [e.step for e in acc.Scalars("eval/overall")] == steps
+        assert len(acc.Scalars("groups/all_negative_fraction")) >= summary["steps"]
+        assert "tensorboard --logdir" in out.stdout
+        # checkpoints/best: the evaluated step of best held-out accuracy, checkpointed and kept
+        best = summary["best"]
+        assert best["overall"] == max(e["overall"] for e in evals if e["step"] > 0)
+        link = run_dir / "checkpoints" / "best"
+        assert link.readlink() == Path(f"step-{best['step']}") and (link / "trainer_state.json").is_file()
     finally:
         cleanup(redis_url, run_dir)
 
@@ -140,10 +154,15 @@ def test_train_tiny_learns_and_colors(tmp_path: Path, redis_url: str) -> None:
         (["--eval-temperature", "-0.5"], "--eval-temperature must be >= 0"),
         (["--eval-temperature", "nan"], "--eval-temperature must be >= 0"),
         (["--max-sampled", "0"], "--max-sampled must be >= 1"),
+        (["--config", "TRACKING"], "invalid [tracking] config"),
     ],
 )
 def test_bad_options_fail_before_anything_starts(tmp_path: Path, argv: list[str], message: str) -> None:
     run_dir = tmp_path / "run"
+    if "TRACKING" in argv:
+        bad = tmp_path / "bad.toml"
+        bad.write_text('[tracking]\nbackends = ["neptune"]\n')
+        argv = [str(bad) if a == "TRACKING" else a for a in argv]
     out = subprocess.run(
         sgpo_cmd("train", "--preset", "tiny", "--run-dir", str(run_dir), *argv),
         env={**os.environ, "SGPO_CACHE_DIR": str(tmp_path / "cache")},

@@ -285,6 +285,11 @@ def test_dashboard_queries_metrics_the_services_register() -> None:
         "queue",
         "judge latency",
         "verifier timeouts",
+        "judge failure rate by backend",
+        "truncation rate",
+        "weight publish and load time",
+        "policy lag per generator replica",
+        "gpu utilisation and memory",
     ):
         assert needed in titles, f"the dashboard has no panel for {needed}"
     missing, unwritten = [], set()

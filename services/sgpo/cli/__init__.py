@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "record": "sgpo.cli.record",
     "data": "sgpo.cli.data",
     "experiment": "sgpo.cli.experiment",
+    "runs": "sgpo.cli.runs",
 }
 
 

@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from sgpo.tasks.tiny import PRESETS, policy_dir
+from sgpo.tasks.tiny import PRESETS, policy_dir, shipped_comparison
 
 HELP = "pretrain the tiny policy (SFT on easy arithmetic chains) and print its accuracy table"
 
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         record = pretrain(preset, target, progress=not args.no_progress, threads=args.threads)
         print(f"wrote {target}")
     print_table(record, preset)
+    print(shipped_comparison(target, preset))
     if args.export_data:
         from sgpo.tasks.arith import write_splits
 

@@ -55,6 +55,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stop at the first step whose groups cost this many sampled completions (dropped groups "
         "included): equal sampling budgets for algorithms that drop groups (dapo)",
     )
+    p.add_argument(
+        "--tracking",
+        type=parse_tracking,
+        help="experiment trackers, comma-separated: tensorboard, wandb, mlflow, or none "
+        "(default: [tracking] backends of --config, else tensorboard)",
+    )
+
+
+def parse_tracking(text: str) -> tuple[str, ...]:
+    """`--tracking tensorboard,wandb` -> ("tensorboard", "wandb"); `none` -> ()."""
+    from sgpo.launch.tracking import BACKENDS
+
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if names == ("none",):
+        return ()
+    bad = [n for n in names if n not in BACKENDS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(BACKENDS)} (or none); got {text!r}")
+    return names
 
 
 def parse_levels(text: str) -> tuple[int, ...]:

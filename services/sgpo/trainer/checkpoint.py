@@ -169,10 +169,20 @@ def load_torch(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def prune(paths: Iterable[tuple[int, Path]], keep: int) -> None:
+BEST_LINK = "best"
+"""checkpoints/best: a symlink to the step folder with the best held-out accuracy (`sgpo train` writes it)."""
+
+
+def prune(paths: Iterable[tuple[int, Path]], keep: int, keep_every: int = 0) -> None:
+    """Delete all but the newest `keep` folders, except those of steps that are multiples of `keep_every`
+    (0: none) and the one `best` points to."""
     items = sorted(paths)
+    protected = {p for n, p in items if keep_every and n % keep_every == 0}
+    if items and (items[0][1].parent / BEST_LINK).is_symlink():
+        protected.add(items[0][1].parent / os.readlink(items[0][1].parent / BEST_LINK))
     for _, p in items[: max(len(items) - keep, 0)]:
-        _remove(p)
+        if p not in protected:
+            _remove(p)
 
 
 def list_published(run_dir: Path) -> list[tuple[int, Path]]:

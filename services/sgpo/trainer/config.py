@@ -106,6 +106,8 @@ class TrainerConfig(ServiceConfig):
     """Write a checkpoint every this many steps; groups are acknowledged only once it is durable."""
     keep_checkpoints: int = Field(2, ge=1)
     """Checkpoints kept on disk; older ones are deleted after a new one is durable."""
+    keep_every: int = Field(0, ge=0)
+    """Checkpoints of steps that are multiples of this are never deleted (0: none): a learning curve's."""
     publish_every: int = Field(1, ge=1)
     """Publish weights (run_dir/weights/v{step}/) every this many steps."""
     pause_every: int = Field(0, ge=0)

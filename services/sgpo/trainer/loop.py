@@ -502,7 +502,7 @@ class Trainer:
             self.trained_ids = set()
         self._ack(to_ack)
         failpoint("checkpoint.acked")
-        prune(list_checkpoints(self.run_dir), self.cfg.keep_checkpoints)
+        prune(list_checkpoints(self.run_dir), self.cfg.keep_checkpoints, self.cfg.keep_every)
         log.info("checkpoint", extra={"path": str(path), "step": self.step, "acked": len(to_ack)})
 
     def _ack(self, entry_ids: list[str]) -> None:
