@@ -33,7 +33,7 @@
 #    compared with the one recorded before (both printed; a difference fails the run).
 #
 # Settings (environment): SGPO_E2E_CACHE (default ~/.cache/sgpo-e2e), SGPO_E2E_DATA_ROOT (default
-# $SGPO_E2E_CACHE/docker; SGPO_E2E_FRESH=1 empties it first), SGPO_E2E_STEPS (4), SGPO_E2E_BATCH (2),
+# $SGPO_E2E_CACHE/docker; SGPO_E2E_FRESH=1 empties it first), SGPO_E2E_STEPS (40), SGPO_E2E_BATCH (2),
 # SGPO_E2E_POLICY, SGPO_E2E_FAULTS (1; 0 skips the kills), SGPO_E2E_DEBIAN_MIRROR, SGPO_E2E_EXTRA_CA (a PEM
 # file; default: the host's /usr/local/share/ca-certificates/*.crt), SGPO_E2E_TORCH_WHEEL,
 # SGPO_E2E_PYTHON_IMAGE, REDIS_IMAGE, PROMETHEUS_IMAGE, SGPO_E2E_TIMEOUT_S (per phase, 900).
@@ -49,7 +49,9 @@ die() { echo "compose-e2e: FAILED: $*" >&2; exit 1; }
 
 CACHE=${SGPO_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sgpo-e2e}
 DATA_ROOT=${SGPO_E2E_DATA_ROOT:-$CACHE/docker}
-STEPS=${SGPO_E2E_STEPS:-5}
+# enough steps that both faults land mid-run on an idle machine too (with 5, the trainer finished before the
+# first kill on an idle 2-core VM)
+STEPS=${SGPO_E2E_STEPS:-40}
 BATCH=${SGPO_E2E_BATCH:-2}
 NGROUPS=$((STEPS * BATCH))
 FAULTS=${SGPO_E2E_FAULTS:-1}
@@ -359,9 +361,7 @@ say "docker compose --profile cpu up -d orchestrator-cpu: $STEPS steps x $BATCH 
 compose up -d --no-build orchestrator-cpu >>"$STATE/up.log" 2>&1 || { cat "$STATE/up.log" >&2; die "docker compose up failed"; }
 train_start=$SECONDS
 "${CHECK[@]}" metrics orchestrator="$(port orchestrator-cpu 9104)"
-wait_healthy orchestrator-cpu
-TIMES[up]=$((SECONDS - t))
-say "every service up and healthy after ${TIMES[up]}s"
+# the faults come before waiting for the orchestrator's health check, so that they land early in the run
 
 trainer=$(compose ps -q trainer-cpu)
 if [ "$FAULTS" = 1 ]; then
@@ -383,6 +383,9 @@ if [ "$FAULTS" = 1 ]; then
   say "  trainer: $(state_of "$trainer") (docker compose up -d trainer-cpu)"
 fi
 
+wait_healthy orchestrator-cpu
+TIMES[up]=$((SECONDS - t))
+say "every service up and healthy after ${TIMES[up]}s"
 say "waiting for the trainer to finish $STEPS steps"
 for _ in $(seq "$TIMEOUT_S"); do
   [ "$("$DOCKER" inspect -f '{{.State.Status}}' "$trainer")" = exited ] && break
