@@ -285,7 +285,11 @@ fi
 # ---- 4. the policy, built on the host ------------------------------------------------------------------------
 policy=${SGPO_E2E_POLICY:-}
 if [ -z "$policy" ]; then  # the tiny preset's policy when this machine has it cached (`sgpo pretrain --preset tiny`)
-  cached=$(python3 -c 'from sgpo.tasks.tiny import TINY_PRESET, policy_dir; print(policy_dir(TINY_PRESET))' 2>/dev/null || true)
+  # the cached tiny policy, or the one the package ships (sha256-checked, copied into the cache in a second), so
+  # a fresh machine pretrains nothing
+  cached=$(python3 -c 'from sgpo.tasks.tiny import TINY_PRESET, ensure_tiny_policy, policy_dir, shipped_policy
+if shipped_policy(TINY_PRESET) is not None: ensure_tiny_policy(preset=TINY_PRESET, progress=False)
+print(policy_dir(TINY_PRESET))' 2>/dev/null || true)
   [ -n "$cached" ] && [ -f "$cached/pretrain.json" ] && policy=$cached
 fi
 if [ -z "$policy" ]; then
