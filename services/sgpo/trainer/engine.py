@@ -73,8 +73,8 @@ class _StepSums:
         return cls(*(torch.zeros((), dtype=torch.float64, device=device) for _ in fields(cls)))
 
     def add(self, stats: LossStats, entropy_sum: Any, loss: Any, forwarded_tokens: int) -> None:
-        for name in ("tokens", "seqs", "pg_sum", "kl_sum", "clipped", "ratio_sum"):
-            getattr(self, name).add_(getattr(stats, name).detach().to(self.tokens.dtype))
+        for f in fields(stats):  # LossStats' sums, under the same names here
+            getattr(self, f.name).add_(getattr(stats, f.name).detach().to(self.tokens.dtype))
         self.entropy_sum.add_(entropy_sum.detach().to(self.tokens.dtype))
         self.loss.add_(loss.detach().to(self.tokens.dtype))
         self.forwarded_tokens.add_(forwarded_tokens)
