@@ -52,6 +52,19 @@ class MicroBatch:
     def logprob_mask(self) -> Any:
         return self.loss_mask if self.row_mask is None else self.row_mask
 
+    def flat(self, seq_values: Any) -> Any:
+        """[B, L-1] (or broadcastable [B, 1]) per-sequence values -> [N] at the loss positions, in the order
+        the logprob positions of the rows come in (row-major over logprob_mask: packed rows hold the
+        sequences in order, so both layouts list them alike)."""
+        return seq_values.expand(self.loss_mask.shape)[self.loss_mask]
+
+    def unflat(self, values: Any) -> Any:
+        """The inverse of flat: [N] -> [B, L-1], 0 outside loss_mask."""
+        import torch
+
+        out = torch.zeros(self.loss_mask.shape, dtype=values.dtype, device=values.device)
+        return out.masked_scatter(self.loss_mask, values)
+
     def per_sequence(self, row_values: Any) -> Any:
         """[R, T-1] values at input_ids' positions -> [B, L-1] per sequence (0 outside loss_mask)."""
         if self.unpack is None:

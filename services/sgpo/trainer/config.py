@@ -68,6 +68,11 @@ class TrainerConfig(ServiceConfig):
     logprob_chunk_tokens: int = Field(0, ge=0)
     """Tokens per chunk of the output layer when computing logprobs (0: 2**26 logits per chunk, 441 tokens
     at a 151,936-token vocabulary); the full [tokens, vocab] logits are never held at once."""
+    fused_output_layer: bool = True
+    """The loss is a sum of per-token terms, so each logits chunk is turned into its gradients in the forward
+    pass (three matmuls per chunk, as a plain output layer; the logits are never recomputed). Off: logprobs
+    in chunks, then the loss, with backward recomputing each chunk's logits (four matmuls). The update is the
+    same either way (tests); models whose output layer is not a plain linear map take the unfused path."""
     max_seq_len: int = Field(4096, ge=2)
     """Longest prompt + completion in tokens; a group with a longer sequence is dead-lettered with the reason."""
     skip_zero_advantage: bool = True

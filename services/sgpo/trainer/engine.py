@@ -24,8 +24,8 @@ from sgpo.core.types import Group
 from sgpo.trainer.batch import MicroBatch, Sample, build_samples, collate, collate_packed, plan_micro_batches
 from sgpo.trainer.config import TrainerConfig
 from sgpo.trainer.distributed import DistContext
-from sgpo.trainer.logprobs import compute_token_logprobs
-from sgpo.trainer.loss import LossStats, compute_policy_loss
+from sgpo.trainer.logprobs import compute_token_logprobs, compute_token_loss_fused
+from sgpo.trainer.loss import LossStats, compute_policy_loss, per_token_loss, token_coefficients
 
 log = logging.getLogger(__name__)
 
@@ -324,28 +324,41 @@ class TrainEngine:
                 chunk, weight = [active[-1]], 0.0
             mb = self._collate(chunk)
             with self._autocast():
-                logp_rows, entropy_rows = self._logprobs(self.model, mb, with_entropy=True)
-                logp_new = mb.per_sequence(logp_rows)
                 logp_ref = None
                 if self.ref is not None:
                     with torch.no_grad():
                         logp_ref = mb.per_sequence(self._logprobs(self.ref, mb))
+                fused = (
+                    self._fused_loss(mb, logp_ref, total_tokens, total_seqs)
+                    if cfg.fused_output_layer
+                    else None
+                )
+                if fused is None:
+                    logp_rows, entropy_rows = self._logprobs(self.model, mb, with_entropy=True)
+                    logp_new = mb.per_sequence(logp_rows)
+                    entropy_sum = entropy_rows.sum()
+                else:
+                    loss, logp_new, entropy_sum = fused
             logp_old = mb.logp_old if cfg.logp_old == "behaviour" else logp_new.detach()
-            loss, stats = compute_policy_loss(
-                logp_new,
-                logp_old,
-                mb.advantages,
-                mb.loss_mask,
-                cfg.algo,
-                logp_ref,
-                total_tokens=total_tokens,
-                total_seqs=total_seqs,
-            )
+            with contextlib.nullcontext() if fused is None else torch.no_grad():
+                # the fused path has its loss (and gradient) already: this gives the same statistics
+                loss_here, stats = compute_policy_loss(
+                    logp_new,
+                    logp_old,
+                    mb.advantages,
+                    mb.loss_mask,
+                    cfg.algo,
+                    logp_ref,
+                    total_tokens=total_tokens,
+                    total_seqs=total_seqs,
+                )
+            if fused is None:
+                loss = loss_here
             # Gradient reduction averages over ranks; the loss is already a share of the global sum.
             (loss * (weight * world)).backward()
             if weight:
-                sums.add(stats, entropy_rows.sum(), loss, mb.tokens)
-            del logp_rows, entropy_rows, logp_new, loss
+                sums.add(stats, entropy_sum, loss, mb.tokens)
+            del logp_new, loss, loss_here, fused
         totals = sums.all_reduced(self.dist)
         for p in self.model.parameters():  # nothing trained (all advantages 0): Adam still takes its step
             if p.grad is None:
@@ -389,6 +402,48 @@ class TrainEngine:
             return collate_packed(samples, self.pad_id, self.device)
         return collate(samples, self.pad_id, self.device)
 
+    def _fused_loss(
+        self, mb: MicroBatch, logp_ref: Any, total_tokens: float, total_seqs: float
+    ) -> tuple[Any, Any, Any] | None:
+        """(loss, logp_new [B, L-1] detached, entropy sum) through the fused output layer, or None where
+        the model's output layer is not a plain linear map. The loss is loss.per_token_loss x
+        loss.token_coefficients, term by term, at mb's loss positions in the chunks' order (mb.flat)."""
+        cfg = self.cfg
+        coef = mb.flat(token_coefficients(mb.loss_mask, cfg.algo, total_tokens, total_seqs))
+        adv = mb.flat(mb.advantages.unsqueeze(-1))
+        old = mb.flat(mb.logp_old) if cfg.logp_old == "behaviour" else None
+        ref = mb.flat(logp_ref) if logp_ref is not None else None
+
+        def token_loss(lp: Any, s: int, e: int) -> Any:
+            lp_old = old[s:e] if old is not None else lp.detach()
+            lp_ref = ref[s:e] if ref is not None else None
+            per_token = per_token_loss(lp, lp_old, adv[s:e], cfg.algo, lp_ref)[0]
+            return (per_token * coef[s:e]).sum()
+
+        out = compute_token_loss_fused(
+            self.model,
+            mb.input_ids,
+            token_loss,
+            cfg.temperature,
+            position_ids=self._position_ids(mb),
+            mask=mb.logprob_mask,
+            chunk_tokens=cfg.logprob_chunk_tokens,
+            with_entropy=True,
+        )
+        if out is None:
+            return None
+        loss, logp, entropy = out
+        return loss, mb.unflat(logp), entropy.sum()
+
+    def _position_ids(self, mb: MicroBatch) -> Any:
+        import torch
+
+        if mb.position_ids is not None:
+            return mb.position_ids
+        # right padding: real tokens sit at 0..n-1; padding continues the count
+        rows, length = mb.input_ids.shape
+        return torch.arange(length, device=mb.input_ids.device).expand(rows, length)
+
     def _logprobs(self, model: Any, mb: MicroBatch, with_entropy: bool = False) -> Any:
         """Logprobs [R, T-1] (and entropies) of mb's rows, computed only where the loss needs them.
 
@@ -396,18 +451,12 @@ class TrainEngine:
         real token never sees the padding after it, and without a mask sdpa takes its causal kernel instead
         of materialising a [T, T] mask and score matrix per head (packed rows get theirs from the position
         ids, which restart per sequence). Padding positions compute values that no loss position reads."""
-        import torch
-
-        position_ids = mb.position_ids
-        if position_ids is None:  # right padding: real tokens sit at 0..n-1; padding continues the count
-            rows, length = mb.input_ids.shape
-            position_ids = torch.arange(length, device=mb.input_ids.device).expand(rows, length)
         return compute_token_logprobs(
             model,
             mb.input_ids,
             None,
             self.cfg.temperature,
-            position_ids=position_ids,
+            position_ids=self._position_ids(mb),
             mask=mb.logprob_mask,
             chunk_tokens=self.cfg.logprob_chunk_tokens,
             with_entropy=with_entropy,

@@ -174,6 +174,127 @@ def chunked_token_logprobs(
     return logp, entropy
 
 
+def _make_fused_function() -> Any:
+    import torch
+
+    class FusedTokenLoss(torch.autograd.Function):
+        """loss = sum_n token_loss(logp[n]) with logp[n] = log softmax(hidden[n] @ W.T + b)[target[n]] / T.
+
+        The loss is a sum of per-token terms, so each chunk's gradient is known as soon as its logits are:
+        d loss / d logits = token_loss'(logp) (onehot - softmax) / T. Forward computes the chunk's logits
+        once and turns them straight into the hidden states' and the weight's gradients (three matmuls per
+        chunk, as a plain output layer's forward and backward; ChunkedTokenLogprob recomputes the logits in
+        backward: four). Saved for backward: those gradients, scaled there by the incoming one.
+        """
+
+        @staticmethod
+        def forward(  # type: ignore[override]
+            ctx: Any,
+            hidden: Any,
+            weight: Any,
+            bias: Any,
+            targets: Any,
+            inv_temp: float,
+            chunk: int,
+            with_entropy: bool,
+            token_loss: Any,
+        ) -> Any:
+            n = hidden.shape[0]
+            dev = hidden.device
+            dtype = _compute_dtype(hidden)
+            need_h, need_w, need_b = ctx.needs_input_grad[:3]
+            logp = torch.empty(n, dtype=torch.float32, device=dev)
+            entropy = torch.zeros(n if with_entropy else 0, dtype=torch.float32, device=dev)
+            loss = torch.zeros((), dtype=torch.float32, device=dev)
+            grad_h = torch.empty_like(hidden) if need_h else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+            grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+            rows = torch.arange(min(chunk, n), device=dev)
+            with torch.autocast(dev.type, enabled=False):
+                for s in range(0, n, chunk):
+                    e = min(s + chunk, n)
+                    logits = _chunk_logits(hidden[s:e], weight, bias, inv_temp, dtype)
+                    lse = torch.logsumexp(logits, dim=-1)
+                    lp = logits.gather(-1, targets[s:e, None]).squeeze(-1) - lse
+                    logp[s:e] = lp
+                    if with_entropy:
+                        # H = lse - sum_v p_v logits_v: a second [chunk, vocab] buffer (p) while both live
+                        p = (logits - lse[:, None]).exp_()
+                        entropy[s:e] = lse - torch.einsum("nv,nv->n", p, logits)
+                        del logits
+                    else:
+                        p = logits.sub_(lse[:, None]).exp_()  # the softmax, in the logits' buffer
+                    with torch.enable_grad():
+                        x = lp.detach().requires_grad_()
+                        chunk_loss = token_loss(x, s, e)
+                        (g_out,) = torch.autograd.grad(chunk_loss, x)
+                    loss += chunk_loss.detach()
+                    g = p.mul_(-g_out[:, None])
+                    g[rows[: e - s], targets[s:e]] += g_out
+                    if inv_temp != 1.0:
+                        g *= inv_temp
+                    if need_b:
+                        grad_b += g.sum(0)
+                    gd = g.to(dtype)
+                    del g, p
+                    if need_h:
+                        grad_h[s:e] = (gd @ weight.to(dtype)).to(hidden.dtype)
+                    if need_w:
+                        grad_w += (gd.t() @ hidden[s:e].to(dtype)).float()
+                    del gd
+            ctx.save_for_backward(
+                grad_h,
+                grad_w.to(weight.dtype) if need_w else None,
+                grad_b.to(bias.dtype) if need_b else None,
+            )
+            ctx.mark_non_differentiable(logp, entropy)
+            return loss, logp, entropy
+
+        @staticmethod
+        def backward(ctx: Any, grad_loss: Any, _g_logp: Any, _g_entropy: Any) -> Any:  # type: ignore[override]
+            grad_h, grad_w, grad_b = ctx.saved_tensors
+            scale = grad_loss.float()
+            return (
+                None if grad_h is None else grad_h * scale.to(grad_h.dtype),
+                None if grad_w is None else grad_w * scale.to(grad_w.dtype),
+                None if grad_b is None else grad_b * scale.to(grad_b.dtype),
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+
+    return FusedTokenLoss
+
+
+_FUSED: Any = None
+
+
+def fused_token_loss(
+    hidden: Any,
+    weight: Any,
+    bias: Any,
+    targets: Any,
+    token_loss: Any,
+    temperature: float = 1.0,
+    chunk_tokens: int = 0,
+    with_entropy: bool = False,
+) -> tuple[Any, Any, Any]:
+    """(loss, logp [N], entropy [N] or empty): loss = sum over chunks of `token_loss(logp[s:e], s, e)`, a
+    differentiable function of the chunk's logprobs that is a sum of per-token terms (the policy loss is:
+    loss.per_token_loss x loss.token_coefficients). Differentiable in hidden, weight and bias through the
+    loss; logp and entropy are detached. The [N, vocab] logits never exist, nor are they recomputed."""
+    global _FUSED
+    if _FUSED is None:
+        _FUSED = _make_fused_function()
+    chunk = chunk_tokens_for(int(weight.shape[0]), chunk_tokens)
+    loss, logp, entropy = _FUSED.apply(
+        hidden, weight, bias, targets, 1.0 / temperature, chunk, with_entropy, token_loss
+    )
+    return loss, logp, entropy
+
+
 def _output_layer(model: Any) -> Any:
     """The model's lm_head if logits are a plain linear map of the final hidden states, else None."""
     import torch
@@ -208,7 +329,6 @@ def compute_token_logprobs(
     With `with_entropy`, returns (logp, entropy) with the entropy (nats, detached) of each position's
     softmax(logits / T). `chunk_tokens`: tokens per logits chunk (0: chunk_tokens_for's default).
     """
-    import torch
 
     head = _output_layer(model)
     if head is None:  # an unusual output layer (soft-capping, scaling): the full-logits path
@@ -219,9 +339,23 @@ def compute_token_logprobs(
             )
         logp = compute_token_logprobs_full(model, input_ids, attention_mask, temperature, position_ids)
         return logp if mask is None else logp * mask
+    flat_h, flat_t = _final_hidden(model, input_ids, attention_mask, position_ids, mask)
+    logp, entropy = chunked_token_logprobs(
+        flat_h, head.weight, head.bias, flat_t, temperature, chunk_tokens, with_entropy
+    )
+    logp_bt = _unflatten(logp, input_ids, mask)
+    ent_bt = _unflatten(entropy, input_ids, mask) if with_entropy else None
+    return (logp_bt, ent_bt) if with_entropy else logp_bt
+
+
+def _final_hidden(
+    model: Any, input_ids: Any, attention_mask: Any, position_ids: Any, mask: Any
+) -> tuple[Any, Any]:
+    """(hidden [N, H], targets [N]) of the positions in `mask` (all if None), row-major: the final hidden
+    states that predict input_ids[:, 1:], without the model computing more than one position's logits."""
     if position_ids is None:
         position_ids = position_ids_from_mask(attention_mask)
-    # logits_to_keep=1: the model computes one position's logits; the rest go through the chunks below.
+    # logits_to_keep=1: the model computes one position's logits; the rest go through the chunks.
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -232,22 +366,42 @@ def compute_token_logprobs(
     )
     hidden = out.hidden_states[-1][:, :-1]
     targets = input_ids[:, 1:]
-    b, t = targets.shape
     if mask is None:
-        flat_h, flat_t = hidden.reshape(b * t, -1), targets.reshape(b * t)
-    else:
-        flat_h, flat_t = hidden[mask], targets[mask]
-    logp, entropy = chunked_token_logprobs(
-        flat_h, head.weight, head.bias, flat_t, temperature, chunk_tokens, with_entropy
+        b, t = targets.shape
+        return hidden.reshape(b * t, -1), targets.reshape(b * t)
+    return hidden[mask], targets[mask]
+
+
+def _unflatten(values: Any, input_ids: Any, mask: Any) -> Any:
+    """[N] values of _final_hidden's positions -> [batch, seq - 1] (0 outside `mask`)."""
+    import torch
+
+    b, t = input_ids.shape[0], input_ids.shape[1] - 1
+    if mask is None:
+        return values.view(b, t)
+    return torch.zeros((b, t), dtype=torch.float32, device=values.device).masked_scatter(mask, values)
+
+
+def compute_token_loss_fused(
+    model: Any,
+    input_ids: Any,
+    token_loss: Any,
+    temperature: float = 1.0,
+    *,
+    position_ids: Any = None,
+    mask: Any = None,
+    chunk_tokens: int = 0,
+    with_entropy: bool = False,
+) -> tuple[Any, Any, Any] | None:
+    """(loss, logp, entropy) with the output layer's gradient formed in the forward pass (fused_token_loss):
+    `token_loss(logp_chunk, start, end)` is the loss of the positions start:end of `mask`'s positions in
+    row-major order, a sum of per-token terms. logp and entropy: [N] in that order, detached (entropy empty
+    without `with_entropy`). None if the model's output layer is not a plain linear map (the caller then
+    takes compute_token_logprobs)."""
+    head = _output_layer(model)
+    if head is None:
+        return None
+    flat_h, flat_t = _final_hidden(model, input_ids, None, position_ids, mask)
+    return fused_token_loss(
+        flat_h, head.weight, head.bias, flat_t, token_loss, temperature, chunk_tokens, with_entropy
     )
-    if mask is None:
-        logp_bt = logp.view(b, t)
-        ent_bt = entropy.view(b, t) if with_entropy else None
-    else:
-        logp_bt = torch.zeros((b, t), dtype=torch.float32, device=logp.device).masked_scatter(mask, logp)
-        ent_bt = (
-            torch.zeros((b, t), dtype=torch.float32, device=logp.device).masked_scatter(mask, entropy)
-            if with_entropy
-            else None
-        )
-    return (logp_bt, ent_bt) if with_entropy else logp_bt

@@ -71,6 +71,30 @@ def compute_policy_loss(
     if cfg.kl_coef > 0 and logp_ref is None:
         raise InvalidInputError("logp_ref", "algo.kl_coef > 0 needs the reference policy's logprobs")
     m = mask.to(logp_new.dtype)
+    per_token, pg, kl, ratio, is_clipped = per_token_loss(logp_new, logp_old, advantages, cfg, logp_ref)
+    seq_tokens = m.sum(-1)
+    has_tokens = seq_tokens > 0
+    loss = (per_token * token_coefficients(mask, cfg, total_tokens, total_seqs, logp_new.dtype)).sum()
+    with torch.no_grad():
+        stats = LossStats(
+            tokens=m.sum().detach(),
+            seqs=has_tokens.sum().to(m.dtype),
+            pg_sum=(pg * m).sum().detach(),
+            kl_sum=(kl * m).sum().detach(),
+            clipped=(is_clipped.to(m.dtype) * m).sum(),
+            ratio_sum=(ratio * m).sum().detach(),
+        )
+    return loss, stats
+
+
+def per_token_loss(
+    logp_new: Any, logp_old: Any, advantages: Any, cfg: AlgoConfig, logp_ref: Any = None
+) -> tuple[Any, Any, Any, Any, Any]:
+    """(loss_t, pg_t, k3_t, ratio_t, clipped_t) per token, elementwise (any matching shapes; `advantages`
+    broadcast against logp_new). The loss is a sum of loss_t times token_coefficients, so it is separable
+    per token: what lets the fused output layer (logprobs.fused_token_loss) form gradients chunk by chunk."""
+    import torch
+
     log_ratio = (logp_new - logp_old).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
@@ -83,24 +107,27 @@ def compute_policy_loss(
         kl = torch.exp(d) - d - 1.0
         if cfg.kl_coef > 0:
             per_token = pg + cfg.kl_coef * kl
-    seq_tokens = m.sum(-1)
-    has_tokens = seq_tokens > 0
+    # The clip is active where the clipped branch is the strictly smaller objective: no gradient flows.
+    return per_token, pg, kl, ratio, (clipped < unclipped).detach()
+
+
+def token_coefficients(
+    mask: Any,
+    cfg: AlgoConfig,
+    total_tokens: float | None = None,
+    total_seqs: float | None = None,
+    dtype: Any = None,
+) -> Any:
+    """c [batch, tokens] with loss = sum(loss_t * c): 1 / the step's token count (`token_mean`), or
+    1 / (the completion's tokens x the step's completion count) (`seq_mean_token_mean`); 0 outside mask.
+    `dtype`: of the result (default float32)."""
+    import torch
+
+    m = mask.to(dtype or torch.float32)
     if cfg.loss_agg == "token_mean":
         denom = total_tokens if total_tokens is not None else m.sum().clamp(min=1.0)
-        loss = (per_token * m).sum() / denom
-    else:
-        per_seq = (per_token * m).sum(-1) / seq_tokens.clamp(min=1.0)
-        denom = total_seqs if total_seqs is not None else has_tokens.sum().clamp(min=1).to(per_seq.dtype)
-        loss = (per_seq * has_tokens).sum() / denom
-    with torch.no_grad():
-        # The clip is active where the clipped branch is the strictly smaller objective: no gradient flows.
-        is_clipped = (clipped < unclipped).to(m.dtype)
-        stats = LossStats(
-            tokens=m.sum().detach(),
-            seqs=has_tokens.sum().to(m.dtype),
-            pg_sum=(pg * m).sum().detach(),
-            kl_sum=(kl * m).sum().detach(),
-            clipped=(is_clipped * m).sum(),
-            ratio_sum=(ratio * m).sum().detach(),
-        )
-    return loss, stats
+        return m / denom
+    seq_tokens = m.sum(-1, keepdim=True)
+    has_tokens = seq_tokens > 0
+    denom = total_seqs if total_seqs is not None else has_tokens.sum().clamp(min=1).to(m.dtype)
+    return m / (seq_tokens.clamp(min=1.0) * denom)

@@ -129,8 +129,10 @@ def test_resume_from_a_checkpoint_continues_the_same_trajectory(
         {"max_tokens_per_micro_batch": 40, "pack_sequences": True},
         {"pack_sequences": True},
         {"logprob_chunk_tokens": 5},
+        {"fused_output_layer": False},
+        {"fused_output_layer": False, "pack_sequences": True, "logprob_chunk_tokens": 5},
     ],
-    ids=["budget", "budget-packed", "packed", "chunk5"],
+    ids=["budget", "budget-packed", "packed", "chunk5", "unfused", "unfused-packed-chunk5"],
 )
 def test_token_budgets_packing_and_chunks_do_not_change_the_update(
     tiny_policy_dir: Path, knobs: dict[str, object], loss_agg: str
@@ -144,3 +146,30 @@ def test_token_budgets_packing_and_chunks_do_not_change_the_update(
         assert ro.entropy == pytest.approx(rb.entropy, rel=1e-5)
         assert ro.clip_fraction == rb.clip_fraction and ro.forwarded_tokens == rb.forwarded_tokens
     _assert_same(_params(base), _params(other))
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"algo": {"kl_coef": 0.1}},
+        {"logp_old": "recompute", "temperature": 0.7},
+        {"algo": {"kl_coef": 0.05, "loss_agg": "seq_mean_token_mean"}, "temperature": 0.7},
+    ],
+    ids=["kl", "recompute-T0.7", "kl-seqmean-T0.7"],
+)
+def test_the_fused_output_layer_gives_the_unfused_update(
+    tiny_policy_dir: Path, knobs: dict[str, object]
+) -> None:
+    """The gradient formed in the forward pass (fused) equals autograd's through the chunked logprobs and
+    compute_policy_loss, with the reference policy's KL, a recomputed logp_old and a temperature."""
+    fused = _engine(tiny_policy_dir, **knobs, **SGD_LIKE)
+    plain = _engine(tiny_policy_dir, fused_output_layer=False, **knobs, **SGD_LIKE)
+    assert fused.cfg.fused_output_layer and not plain.cfg.fused_output_layer
+    for step in range(3):
+        rf, rp = fused.train_step(GROUPS, step), plain.train_step(GROUPS, step)
+        assert rf.loss == pytest.approx(rp.loss, abs=1e-6)
+        assert rf.kl == pytest.approx(rp.kl, abs=1e-7)
+        assert rf.entropy == pytest.approx(rp.entropy, rel=1e-5)
+        assert rf.grad_norm == pytest.approx(rp.grad_norm, rel=1e-5)
+        assert rf.grad_norm > 0
+    _assert_same(_params(fused), _params(plain))

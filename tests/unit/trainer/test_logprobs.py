@@ -9,6 +9,7 @@ from sgpo.trainer.logprobs import (
     chunk_tokens_for,
     chunked_token_logprobs,
     compute_token_logprobs,
+    fused_token_loss,
     compute_token_logprobs_full,
 )
 
@@ -130,3 +131,32 @@ def test_peak_memory_grows_with_the_chunk_not_with_length_times_vocab() -> None:
     logits_bytes = n * vocab * 4
     assert p_full >= logits_bytes
     assert p_chunked < logits_bytes / 8, (p_chunked, p_full)  # chunks of 128 tokens: 16 MiB each
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.8])
+def test_the_fused_loss_has_the_gradients_of_logprobs_then_loss_in_float64(temperature: float) -> None:
+    """fused_token_loss (gradients formed in forward) against autograd through the analytic logprobs and a
+    nonlinear per-token loss, chunked unevenly; its logprobs and entropy are the analytic ones too."""
+    g = torch.Generator().manual_seed(4)
+    hidden = torch.randn(10, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(13, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    bias = torch.randn(13, dtype=torch.float64, generator=g, requires_grad=True)
+    targets = torch.randint(0, 13, (10,), generator=g)
+    coef = torch.rand(10, dtype=torch.float64, generator=g)
+    old = torch.randn(10, dtype=torch.float64, generator=g) - 2.0
+
+    def token_loss(lp: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        return ((lp - old[s:e]).exp().clamp(max=3.0) * coef[s:e] + lp**2 * coef[s:e]).sum()
+
+    loss, logp, entropy = fused_token_loss(hidden, weight, bias, targets, token_loss, temperature, 4, True)
+    assert not logp.requires_grad and not entropy.requires_grad
+    full = torch.log_softmax((hidden @ weight.t() + bias) / temperature, -1)
+    ref_logp = full.gather(-1, targets[:, None]).squeeze(-1)
+    torch.testing.assert_close(logp.double(), ref_logp, rtol=0, atol=1e-5)
+    torch.testing.assert_close(entropy.double(), -(full.exp() * full).sum(-1), rtol=0, atol=1e-4)
+    want_loss = token_loss(ref_logp, 0, 10)
+    torch.testing.assert_close(loss.double(), want_loss, rtol=1e-5, atol=1e-6)
+    got = torch.autograd.grad(loss * 1.7, (hidden, weight, bias))
+    want = torch.autograd.grad(want_loss * 1.7, (hidden, weight, bias))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
