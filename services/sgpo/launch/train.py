@@ -141,6 +141,7 @@ def build_run_config(
             "max_concurrency": 2,
             "high_water": 4 * preset.batch_groups,
             "stats_path": str(run_dir / "groups.jsonl"),
+            "status_path": str(run_dir / "orchestrator_status.json"),
             "sampling": {"temperature": preset.temperature, "max_tokens": preset.max_tokens},
             "retry": {"attempts": 30, "backoff_s": 0.5, "max_backoff_s": 4.0},
         },
@@ -207,6 +208,28 @@ class Monitor:
         if len(self.groups) < n or "sampled" not in self.groups[n - 1]:
             return None
         return int(self.groups[n - 1]["sampled"])
+
+
+def _orchestrator_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((run_dir / "orchestrator_status.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def judge_alarm_note(run_dir: Path) -> str:
+    """The progress line's warning while the orchestrator's judge alarm is on ("" otherwise)."""
+    st = _orchestrator_status(run_dir)
+    if not st.get("judge_alarm"):
+        return ""
+    share = float(st.get("judge_failed_share", 0.0))
+    return (
+        f" · [bold red]JUDGE FAILING: {100 * share:.0f}% of recent judgements failed (SGPO acts as GRPO)[/]"
+    )
+
+
+def orchestrator_stop_reason(run_dir: Path) -> str:
+    return str(_orchestrator_status(run_dir).get("stopped_reason") or "")
 
 
 def point_best(run_dir: Path, step: int, result: dict[str, Any]) -> Path:
@@ -487,9 +510,12 @@ class TrainRun:
                         completed=step,
                         info=(
                             f"reward {last.get('reward_mean', 0):.3f} · sample acc {acc[0]:.2f} · all-neg {neg[0]:.2f} · "
-                            f"colored {col[0]:.2f} · eval {ev:.3f}"
+                            f"colored {col[0]:.2f} · eval {ev:.3f}" + judge_alarm_note(self.run_dir)
                         ),
                     )
+                stopped = orchestrator_stop_reason(self.run_dir)
+                if stopped:
+                    raise RuntimeError(f"the orchestrator stopped the run: {stopped}")
                 if self.cluster.failed:
                     raise RuntimeError(
                         f"services failed for good: {self.cluster.failed}; logs in {self.run_dir / 'logs'}"
