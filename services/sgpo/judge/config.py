@@ -122,9 +122,23 @@ class LlmBackend(BaseModel):
     """Lifetime of a Redis cache entry."""
     include_reference: bool = True
     """Show the reference solution to the judge model when the request has one."""
+    prompt_template: str | None = None
+    """The critique prompt, with `{problem}`, `{reference}` (a "[Reference Solution]" block, or empty) and
+    `{tagged_response}` (the `<paragraph_i>` blocks); literal braces doubled. Unset: ProcessBench's critique
+    template (sgpo.judge.llm.CRITIQUE_TEMPLATE), which the published judge F1 figures use."""
 
     @model_validator(mode="after")
     def _check_profile(self) -> LlmBackend:
+        if self.prompt_template is not None:
+            try:
+                self.prompt_template.format(problem="", reference="", tagged_response="")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(
+                    f"prompt_template does not format with {{problem}}, {{reference}} and {{tagged_response}} "
+                    f"({type(e).__name__}: {e}); double literal braces ({{{{ }}}})"
+                ) from None
+            if "{tagged_response}" not in self.prompt_template:
+                raise ValueError("prompt_template must contain {tagged_response} (the response's paragraphs)")
         if self.profile == "reasoning" and self.temperature is not None:
             raise ValueError(
                 f'profile = "reasoning" sends no temperature (reasoning endpoints such as o4-mini answer HTTP '

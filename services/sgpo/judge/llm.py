@@ -69,10 +69,14 @@ log = logging.getLogger(__name__)
 CACHE_PREFIX = "sgpo:judge_cache"
 
 
-def build_prompt(problem: str, steps: Sequence[str], reference_solution: str = "") -> str:
+def build_prompt(
+    problem: str, steps: Sequence[str], reference_solution: str = "", template: str | None = None
+) -> str:
     tagged = "\n\n".join(f"<paragraph_{i}>\n{s}\n</paragraph_{i}>" for i, s in enumerate(steps))
     reference = REFERENCE_BLOCK.format(reference=reference_solution) if reference_solution.strip() else ""
-    return CRITIQUE_TEMPLATE.format(problem=problem, reference=reference, tagged_response=tagged)
+    return (template or CRITIQUE_TEMPLATE).format(
+        problem=problem, reference=reference, tagged_response=tagged
+    )
 
 
 def parse_reply(content: str, n_steps: int) -> tuple[int | None, str]:
@@ -189,7 +193,7 @@ def _rejected_param(status: int, text: str, body: dict[str, Any]) -> str | None:
         err = {}
     message = str(err.get("message", "")) if err else text
     param = err.get("param")
-    if isinstance(param, str) and param and param != "messages":
+    if isinstance(param, str) and (param in body or param == "model") and param != "messages":
         return param
     if status == 404 and ("model" in message.lower()):
         return "model"
@@ -239,6 +243,7 @@ class LlmLocator:
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
         self._config_logged: dict[str, float] = {}
+        self._billed = (0, 0, 0, 0)  # prompt characters, prompt tokens, completion tokens, replies with usage
         self._stats_lock = threading.Lock()
         # asked: critiques wanted (cache hits included); ok / failed: replies used / not; retries: re-sent
         # requests; joined: answered by an identical request already in flight; tokens: the replies' usage
@@ -281,7 +286,9 @@ class LlmLocator:
     def request_body(self, problem: str, reference: str, steps: Sequence[str]) -> dict[str, Any]:
         return {
             "model": self.cfg.model,
-            "messages": [{"role": "user", "content": build_prompt(problem, steps, reference)}],
+            "messages": [
+                {"role": "user", "content": build_prompt(problem, steps, reference, self.cfg.prompt_template)}
+            ],
             **self.cfg.request_fields(),
         }
 
@@ -422,7 +429,7 @@ class LlmLocator:
                 self.metrics.llm_rate_limit_wait.inc(waited)
 
     def _post_once(self, body: dict[str, Any], deadline: float, prompt_chars: int) -> tuple[str, str]:
-        est_tokens = prompt_chars / 4
+        est_tokens = self._estimate_tokens(prompt_chars)
         self._admit(deadline, est_tokens)
         timeout = max(0.05, min(self.cfg.timeout_s, deadline - time.monotonic()))
         try:
@@ -466,14 +473,25 @@ class LlmLocator:
             raise _CallFailed(
                 "malformed", f"malformed reply (not an OpenAI chat completion): {r.text[:200]!r}", retry=False
             ) from None
-        self._count_usage(reply.get("usage"), est_tokens)
+        self._count_usage(reply.get("usage"), est_tokens, prompt_chars)
         if content is None and finish == "length":
             content = ""  # a reasoning model that spent the whole budget thinking: reported as truncated
         if not isinstance(content, str):
             raise _CallFailed("malformed", "malformed reply: the message content is not text", retry=False)
         return content, finish
 
-    def _count_usage(self, usage: Any, est_tokens: float) -> None:
+    def _estimate_tokens(self, prompt_chars: int) -> float:
+        """A request's billed tokens, guessed before sending (the tokens-per-minute admission): the prompt at
+        the tokens per character and the completion at the mean the replies so far have billed; before any
+        reply, 4 characters a token and the whole completion budget (the first requests are over-charged,
+        then refunded by `settle`, rather than a burst overrunning the limit)."""
+        with self._stats_lock:
+            chars, prompt, completion, n = self._billed
+        per_char = prompt / chars if chars and prompt else 0.25
+        completion_est = completion / n if n else self.cfg.max_tokens
+        return prompt_chars * per_char + completion_est
+
+    def _count_usage(self, usage: Any, est_tokens: float, prompt_chars: int = 0) -> None:
         prompt = completion = 0
         if isinstance(usage, dict):
             p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -486,6 +504,9 @@ class LlmLocator:
             prompt * self.cfg.price_prompt_per_mtok + completion * self.cfg.price_completion_per_mtok
         ) / 1e6
         with self._stats_lock:
+            if prompt or completion:
+                chars, p, c, n = self._billed
+                self._billed = (chars + prompt_chars, p + prompt, c + completion, n + 1)
             self._stats["llm_prompt_tokens"] += prompt
             self._stats["llm_completion_tokens"] += completion
             if "llm_cost" in self._stats:
