@@ -47,7 +47,7 @@ class CascadeLocator:
             self.metrics.cascade_llm_calls_saved.inc(saved)
         return out
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         with self._lock:
             own = {"cascade_judged": self._judged, "cascade_llm_calls_saved": self._saved}
         return {**self.llm.stats(), **own}

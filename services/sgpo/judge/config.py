@@ -253,6 +253,13 @@ class JudgeConfig(ServiceConfig):
     """Most responses in one request (a group is G of them); more is 413 / RESOURCE_EXHAUSTED."""
     max_steps: int = Field(512, ge=1)
     """Most steps in one response (given or after splitting); more is 413 / RESOURCE_EXHAUSTED."""
+    step_min_chars: int = Field(0, ge=0)
+    """Long chains of thought: a step (after splitting a response) shorter than this many characters is merged
+    into the next one (0: off). Display math always stays with the sentence before it. See docs/judge.md for
+    the step counts this gives on MATH-500, OlympiadBench and ProcessBench."""
+    step_cap: int = Field(0, ge=0)
+    """At most this many steps per response (after splitting), made by merging neighbours into steps of about
+    equal length (0: no cap). The judge's first-error index, and rts in steps, are in these steps."""
     noise: float = Field(0.0, ge=0.0, le=1.0)
     """Ablation only (the judge-noise study): for this fraction of responses the first error is a random step instead of
     the backend's (sgpo.judge.noise). 0 in any real use."""
