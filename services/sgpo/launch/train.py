@@ -625,6 +625,10 @@ class TrainRun:
             self.tracker.update(self.monitor.steps, self.monitor.groups, self.evals)
 
     def _shutdown(self) -> None:
+        if self.cluster is not None and "judge" in self.cluster.services and self.cluster.is_running("judge"):
+            from sgpo.launch.judge_usage import read_judge_usage
+
+            self.judge_llm = read_judge_usage(self.cluster.services["judge"].spec.metrics_port)
         if self.tracker is not None:
             self.monitor.poll()
             self._track()
@@ -663,6 +667,10 @@ class TrainRun:
             "best": {"step": self.best["step"], "overall": self.best["overall"]} if self.best else None,
             "judge_seconds": sum(g.get("judge_s", 0.0) for g in groups),
             "generate_seconds": sum(g.get("generate_s", 0.0) for g in groups),
+            "judge_llm": getattr(self, "judge_llm", {}),
+            "uncolorable_groups": sum(bool(g.get("uncolorable")) for g in groups),
+            "judge_failed": sum(int(g.get("judge_failed", 0)) for g in groups),
+            "truncated_completions": sum(int(g.get("truncated", 0)) for g in groups),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if self.evals:
@@ -682,6 +690,12 @@ class TrainRun:
             f"groups: {len(groups)} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}); colored {colored}; "
             f"restarts {summary['restarts'] or 'none'}"
         )
+        if summary["judge_llm"]:
+            u = summary["judge_llm"]
+            self.console.print(
+                f"judge LLM: {u['prompt_tokens']} prompt + {u['completion_tokens']} completion tokens, cost "
+                f"{u['cost']:.4f}, config errors {u['config_errors']}; uncolorable groups {summary['uncolorable_groups']}"
+            )
         self.console.print("plots: " + ", ".join(str(p) for p in pngs))
         if self.best is not None:
             self.console.print(
