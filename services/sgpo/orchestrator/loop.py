@@ -358,6 +358,7 @@ class Orchestrator:
                 "uncolorable": scored.score.uncolorable,
                 "judge_failed": sum(j is not None and j.status == "failed" for j in group.judgements),
                 "truncated": truncated,
+                "completions": len(group.completions),
                 "judge_alarm": self.judge_health.alarm,
                 **{f"{k}_s": v for k, v in group.timings.items()},
             }
