@@ -359,8 +359,8 @@ class LlmLocator:
 
     def _config_error(self, e: _CallFailed) -> None:
         """Loud: the metric counts every one; the log says it with the fix, once a minute per parameter."""
-        known = e.param in self.request_body("", "", ["x"]) or e.param == "api_key"
-        label = e.param if known else "other"
+        known = {"model", "api_key", *self.cfg.request_fields()}
+        label = e.param if e.param in known else "other"  # a bounded label set
         self._bump("llm_config_errors")
         if self.metrics is not None:
             self.metrics.llm_config_errors.labels(label).inc()
