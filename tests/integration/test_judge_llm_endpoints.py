@@ -27,7 +27,7 @@ from sgpo.judge.config import JudgeConfig, LlmBackend
 from sgpo.judge.judge import build_judge
 from sgpo.judge.metrics import JudgeMetrics
 from sgpo.judge.types import JudgeItem
-from tests.support import free_port, run_service
+from tests.support import SHARED_DATA, free_port, run_service
 
 pytestmark = pytest.mark.integration
 
@@ -369,9 +369,7 @@ def test_eval_judge_runs_end_to_end_on_processbench_against_a_local_server(
 
     from tests.support import sgpo_cmd
 
-    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "processbench" / "gsm8k.json"
-    if not data.is_file():
-        data = Path("/work/shared/data/processbench/gsm8k.json")
+    data = SHARED_DATA / "processbench" / "gsm8k.json"
     if not data.is_file():
         pytest.skip(f"ProcessBench not found at {data}")
     cfg_path = tmp_path / "judge.toml"

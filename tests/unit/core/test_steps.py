@@ -127,13 +127,12 @@ def test_segmentation_on_real_olympiad_solutions() -> None:
     """OlympiadBench reference solutions (../shared/data): display math never starts a step, the cap holds."""
     import json
     import re
-    from pathlib import Path
 
     from sgpo.core import segment_steps
 
-    path = (
-        Path(__file__).resolve().parents[4] / "shared" / "data" / "competition" / "olympiadbench_test.jsonl"
-    )
+    from tests.support import SHARED_DATA
+
+    path = SHARED_DATA / "competition" / "olympiadbench_test.jsonl"
     if not path.is_file():
         pytest.skip(f"{path} not found")
     rows = [json.loads(line) for line in path.read_text().splitlines()[:200]]
