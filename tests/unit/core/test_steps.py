@@ -129,7 +129,6 @@ def test_segmentation_on_real_olympiad_solutions() -> None:
     import re
 
     from sgpo.core import segment_steps
-
     from tests.support import SHARED_DATA
 
     path = SHARED_DATA / "competition" / "olympiadbench_test.jsonl"
