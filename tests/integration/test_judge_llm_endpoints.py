@@ -406,3 +406,40 @@ def test_eval_judge_runs_end_to_end_on_processbench_against_a_local_server(
     )
     assert result["backend_stats"]["llm_prompt_tokens"] == 20 * USAGE["prompt_tokens"]
     assert "published F1" in r.stderr
+
+
+def test_the_redis_cache_survives_a_judge_process_restart(
+    endpoint: ReasoningEndpoint, redis_url: str, tmp_path: Path
+) -> None:
+    """`sgpo serve judge` twice (a restart, or a second replica): the second answers from Redis."""
+    import grpc
+    import redis
+
+    from sgpo.common.convert import judgement_from_pb
+    from sgpo.v1 import judge_pb2, judge_pb2_grpc
+
+    model = f"restart-{time.time_ns()}"
+    env = {
+        "SGPO_JUDGE__HTTP_ENABLED": "false",
+        "SGPO_JUDGE__BACKEND__TYPE": "llm",
+        "SGPO_JUDGE__BACKEND__PROFILE": "reasoning",
+        "SGPO_JUDGE__BACKEND__BASE_URL": endpoint.url,
+        "SGPO_JUDGE__BACKEND__MODEL": model,
+        "SGPO_JUDGE__BACKEND__CACHE_REDIS_URL": redis_url,
+    }
+    request = judge_pb2.JudgeRequest(
+        problem="SCRIPT:ok:2 How many pencils are left?", items=[judge_pb2.JudgeItem(steps=list(STEPS))]
+    )
+    n0 = len(endpoint.bodies)
+    try:
+        for _ in range(2):
+            with run_service("judge", tmp_path, env=env) as judge, grpc.insecure_channel(judge.target) as ch:
+                (pb,) = judge_pb2_grpc.JudgeServiceStub(ch).Judge(request, timeout=60).judgements
+                j = judgement_from_pb(pb)
+                assert (j.status, j.first_error_step) == ("ok", 2), j.reason
+        assert len(endpoint.bodies) == n0 + 1  # the restarted judge did not ask again
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        for k in client.keys(f"sgpo:judge_cache:{model}:*"):
+            client.delete(k)
+        client.close()
