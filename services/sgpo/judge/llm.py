@@ -186,12 +186,17 @@ def _rejected_param(status: int, text: str, body: dict[str, Any]) -> str | None:
     if status not in (400, 404, 422):
         return None
     try:
-        err = json.loads(text).get("error", {})
-    except (ValueError, AttributeError):
-        err = {}
+        doc = json.loads(text)
+    except ValueError:
+        doc = {}
+    # OpenAI nests the error ({"error": {...}}); vLLM puts its fields at the top level.
+    err = doc.get("error") if isinstance(doc, dict) else None
     if not isinstance(err, dict):
-        err = {}
-    message = str(err.get("message", "")) if err else text
+        err = doc if isinstance(doc, dict) else {}
+    message = str(err.get("message") or text)
+    # This prompt is too long (even where the message names max_tokens): the item, not the config.
+    if "context length" in message.lower() or "maximum context" in message.lower():
+        return None
     param = err.get("param")
     if isinstance(param, str) and (param in body or param == "model") and param != "messages":
         return param
