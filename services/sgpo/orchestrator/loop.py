@@ -2,7 +2,8 @@
 
 Chunks of prompts are processed by a bounded pool; a chunk whose generation or verification fails for good
 is dropped whole and counted (no partial group is ever enqueued); a judge failure leaves the group
-uncolored and counted. Before each chunk the loop waits for the sink's backpressure and staleness bounds.
+uncolored and counted. A later Judge attempt re-sends only the responses not judged ok, and the share of
+failed judgements feeds the judge alarm (`sgpo.orchestrator.alarm`), which can stop the run. Before each chunk the loop waits for the sink's backpressure and staleness bounds.
 """
 
 from __future__ import annotations
