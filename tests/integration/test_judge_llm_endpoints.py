@@ -203,7 +203,7 @@ def test_identical_requests_in_flight_are_sent_once(endpoint: ReasoningEndpoint)
 
 
 def test_requests_per_minute_hold_under_concurrent_load(endpoint: ReasoningEndpoint) -> None:
-    rpm = 600.0  # 10 per second, bursts of 10
+    rpm = 120.0  # 2 per second, bursts of 2
     judge = build_judge(
         JudgeConfig(
             backend=cfg(
@@ -212,19 +212,22 @@ def test_requests_per_minute_hold_under_concurrent_load(endpoint: ReasoningEndpo
         )
     )
     n0 = len(endpoint.bodies)
-    groups = [[JudgeItem(steps=(*STEPS[:2], f"Group {g} item {k}.")) for k in range(8)] for g in range(4)]
+    groups = [[JudgeItem(steps=(*STEPS[:2], f"Group {g} item {k}.")) for k in range(4)] for g in range(3)]
     threads = [threading.Thread(target=judge.judge, args=("SCRIPT:ok:0 load", "", g)) for g in groups]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     arrivals = sorted(endpoint.arrivals[n0:])
-    assert len(arrivals) == 32
-    rate, burst = rpm / 60, 10
-    for i, a in enumerate(arrivals):  # a token bucket: at most burst + rate * T requests in any T seconds
-        for j in range(i + burst + 1, len(arrivals)):
+    assert len(arrivals) == 12
+    rate, burst = rpm / 60, 2
+    # A token bucket admits at most burst + rate * T requests in any T seconds. The server sees them a transit
+    # time later, which a loaded machine stretches unevenly (requests can arrive bunched): 2 requests of slack.
+    # Without the limit all 12 arrive within a fraction of a second and this fails.
+    for i, a in enumerate(arrivals):
+        for j in range(i + 1, len(arrivals)):
             span = arrivals[j] - a
-            assert j - i + 1 <= burst + rate * span + 1, (i, j, span)
+            assert j - i + 1 <= burst + rate * span + 2, (i, j, span)
     assert judge.stats()["llm_rate_limit_wait_s"] > 0
     judge.close()
 
@@ -252,8 +255,8 @@ def test_tokens_per_minute_hold_under_concurrent_load(endpoint: ReasoningEndpoin
     for i, a in enumerate(arrivals):
         for j in range(i + 1, len(arrivals)):
             tokens = (j - i + 1) * per_request
-            # bucket + refill + one request admitted on an estimate below its billed size
-            assert tokens <= burst + rate * (arrivals[j] - a) + 2 * per_request, (i, j)
+            # bucket + refill + one request admitted on an estimate below its billed size, + transit slack
+            assert tokens <= burst + rate * (arrivals[j] - a) + 3 * per_request, (i, j)
     judge.close()
 
 

@@ -22,7 +22,7 @@ class CascadeLocator:
 
     def __init__(self, cfg: CascadeBackend, metrics: JudgeMetrics | None = None) -> None:
         self.symbolic = SymbolicLocator(cfg.symbolic)
-        self.llm = LlmLocator(cfg.llm, metrics)
+        self.llm = LlmLocator(cfg.llm, metrics, table="[judge.backend.llm]")
         self.metrics = metrics
         self._lock = threading.Lock()
         self._judged = self._saved = 0

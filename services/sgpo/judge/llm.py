@@ -208,18 +208,18 @@ def _rejected_param(status: int, text: str, body: dict[str, Any]) -> str | None:
     return None
 
 
-def _config_fix(param: str, cfg: LlmBackend) -> str:
+def _config_fix(param: str, cfg: LlmBackend, table: str = "[judge.backend]") -> str:
     if param in cfg.extra_body:
-        return f"remove {param!r} from extra_body in [judge.backend]"
+        return f"remove {param!r} from extra_body in {table}"
     if param in ("temperature", "max_tokens") and cfg.profile == "chat":
-        return 'the endpoint looks like a reasoning model: set profile = "reasoning" in [judge.backend]'
+        return f'the endpoint looks like a reasoning model: set profile = "reasoning" in {table}'
     if param in ("max_completion_tokens", "reasoning_effort") and cfg.profile == "reasoning":
-        return 'the endpoint takes no reasoning-model fields: set profile = "chat" in [judge.backend]'
+        return f'the endpoint takes no reasoning-model fields: set profile = "chat" in {table}'
     if param == "model":
         return f"model = {cfg.model!r} is not served there: check the endpoint's /v1/models"
     if param == "api_key":
-        return "the endpoint refused the key: set api_key in [judge.backend] (SGPO_JUDGE__BACKEND__API_KEY)"
-    return f"the endpoint rejects {param!r}: check [judge.backend] (profile, extra_body) against its API"
+        return f"the endpoint refused the key: set api_key in {table}"
+    return f"the endpoint rejects {param!r}: check {table} (profile, extra_body) against its API"
 
 
 class LlmLocator:
@@ -227,8 +227,11 @@ class LlmLocator:
 
     name = "llm"
 
-    def __init__(self, cfg: LlmBackend, metrics: JudgeMetrics | None = None) -> None:
+    def __init__(
+        self, cfg: LlmBackend, metrics: JudgeMetrics | None = None, table: str = "[judge.backend]"
+    ) -> None:
         self.cfg, self.metrics = cfg, metrics
+        self.table = table  # where its config lives, for the fixes error messages name
         headers = {"Authorization": f"Bearer {cfg.api_key.get_secret_value()}"} if cfg.api_key else {}
         self._client = httpx.Client(
             base_url=cfg.base_url.rstrip("/") + "/",
@@ -352,7 +355,7 @@ class LlmLocator:
             if finish == "length":
                 why = (
                     f"truncated: the critique reached max_tokens = {self.cfg.max_tokens} before its \\boxed{{}} "
-                    "answer (raise max_tokens in [judge.backend]; a reasoning model spends it on thinking too)"
+                    f"answer (raise max_tokens in {self.table}; a reasoning model spends it on thinking too)"
                 )
             self._bump("llm_failed", why.split(":")[0])
             return Located(None, f"llm failed: {why}; reply ends {content[-120:]!r}")
@@ -462,7 +465,7 @@ class LlmLocator:
                 raise _CallFailed(
                     "config_error",
                     f"HTTP {r.status_code}: the endpoint rejects parameter {param!r} "
-                    f"({_config_fix(param, self.cfg)}): {r.text[:300]}",
+                    f"({_config_fix(param, self.cfg, self.table)}): {r.text[:300]}",
                     retry=False,
                     param=param,
                 )

@@ -55,7 +55,9 @@ def test_which_errors_are_configuration_errors(
 
 
 def test_the_fix_names_what_to_change() -> None:
-    assert 'profile = "reasoning"' in _config_fix("max_tokens", LlmBackend())
+    assert 'profile = "reasoning" in [judge.backend]' in _config_fix("max_tokens", LlmBackend())
+    cascade = _config_fix("temperature", LlmBackend(), "[judge.backend.llm]")
+    assert 'set profile = "reasoning" in [judge.backend.llm]' in cascade
     assert 'profile = "chat"' in _config_fix("max_completion_tokens", LlmBackend(profile="reasoning"))
     assert "extra_body" in _config_fix("top_k", LlmBackend(extra_body={"top_k": 1}))
     assert "/v1/models" in _config_fix("model", LlmBackend())

@@ -18,7 +18,7 @@ def test_a_bucket_holds_one_second_of_its_rate_and_a_large_claim_leaves_debt() -
         b.acquire(1, deadline=time.monotonic())  # empty: a wait past the deadline takes nothing
     big = TokenBucket(60)  # 1 per second
     assert big.acquire(50) == 0.0  # larger than the bucket: admitted once it is full, leaving debt
-    with pytest.raises(RateLimitTimeout, match="delay this request by (49|50)"):
+    with pytest.raises(RateLimitTimeout, match=r"delay this request by (49|50)"):
         big.acquire(1, deadline=time.monotonic() + 1)
 
 
