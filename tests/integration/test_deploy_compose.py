@@ -490,6 +490,33 @@ def test_every_compose_service_resolves_to_a_valid_config(profile: str, tmp_path
         )
 
 
+@pytest.mark.parametrize("backend", ["llm", "cascade"])
+def test_the_compose_judge_takes_either_llm_backend(backend: str, tmp_path: Path) -> None:
+    """A copy of gpu.toml with `[judge.backend] type = "llm"` or "cascade" (SGPO_CONFIG_GPU): the judge's
+    SGPO_JUDGE__BACKEND__LLM__* variables point either one at the judge-llm endpoint."""
+    gpu = (ROOT / "deploy" / "compose" / "gpu.toml").read_text()
+    assert 'type = "cascade"' in gpu
+    toml = tmp_path / "gpu.toml"
+    stage = (
+        'type = "llm"\nprofile = "chat"'
+        if backend == "llm"
+        else 'type = "cascade"\n[judge.backend.llm]\nprofile = "chat"'
+    )
+    toml.write_text(gpu.replace('type = "cascade"', stage, 1))
+    resolved = resolve_compose(PROFILES["gpu"], env=compose_env(SGPO_CONFIG_GPU=str(toml)))
+    judge = LocalMapping(resolved, tmp_path / "gpu", "redis://127.0.0.1:6379/0").local("judge")
+    judge.env["SGPO_JUDGE__BACKEND__LLM__API_KEY"] = "k"  # as deploy/compose/secrets.env sets it
+    r = print_config(judge)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)["backend"]
+    llm = cfg if backend == "llm" else cfg["llm"]
+    assert cfg["type"] == backend
+    assert (
+        llm["base_url"] == "http://127.0.0.1:8001/v1" and llm["model"] == "judge" and llm["profile"] == "chat"
+    )
+    assert llm["api_key"] == "**********"
+
+
 def test_a_bad_compose_environment_is_a_clear_config_error(tmp_path: Path) -> None:
     services = {s.name: s for s in _local_services("cpu", tmp_path)}
     trainer = services["trainer-cpu"]

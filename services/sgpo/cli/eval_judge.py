@@ -24,7 +24,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit", type=int, help="score only the first N items")
     p.add_argument("-o", "--output", type=Path, help="also write the JSON result to this file")
+    p.add_argument(
+        "--base-url",
+        help="the LLM endpoint (llm or cascade backend), e.g. http://127.0.0.1:8000/v1; overrides base_url",
+    )
+    p.add_argument("--model", help="the model name sent to the LLM endpoint; overrides model")
     add_config_arguments(p)
+
+
+def with_endpoint(cfg: Any, base_url: str | None, model: str | None) -> Any:
+    """`cfg` with its LLM stage pointed at `base_url` / `model` (when given)."""
+    from sgpo.common.settings import ConfigError
+    from sgpo.judge.config import CascadeBackend, LlmBackend
+
+    update = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
+    if not update:
+        return cfg
+    backend = cfg.backend
+    if isinstance(backend, LlmBackend):
+        return cfg.model_copy(update={"backend": backend.model_copy(update=update)})
+    if isinstance(backend, CascadeBackend):
+        llm = backend.llm.model_copy(update=update)
+        return cfg.model_copy(update={"backend": backend.model_copy(update={"llm": llm})})
+    raise ConfigError(
+        f"--base-url / --model need an LLM backend; the backend is {backend.type!r}: add --backend llm"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = resolve_config(args.config, args.backend)
+        cfg = with_endpoint(cfg, args.base_url, args.model)
         workers = default_workers(cfg, args.workers)
         items = load_processbench(args.data)
         if args.limit is not None:

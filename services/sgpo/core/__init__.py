@@ -22,7 +22,7 @@ from sgpo.core.algos import (
 from sgpo.core.coloring import compute_colored_reward, compute_rts, judgement_rts
 from sgpo.core.config import AlgoConfig, ColoringParams, ColorScope, LossAgg, RtsUnit
 from sgpo.core.errors import InvalidInputError
-from sgpo.core.steps import SplitMode, Step, compute_step_token_counts, split_steps
+from sgpo.core.steps import SplitMode, Step, compute_step_token_counts, segment_steps, split_steps
 from sgpo.core.types import Algo, Completion, Group, GroupKind, StepJudgement, Verdict, VerdictStatus
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "get_algorithm",
     "judgement_rts",
     "keep_for_dynamic_sampling",
+    "segment_steps",
     "select_for_coloring",
     "split_steps",
     "validate_rewards",

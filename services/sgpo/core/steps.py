@@ -2,10 +2,18 @@
 
 Modes: `step_header` ("Step k:" lines), `blank_line` (paragraphs), `numbered` ("1." / "2)" lines), `line`,
 `sentence`; `auto` tries them in that order and takes the first that yields at least two steps.
+
+Long chains of thought split on blank lines into dozens of pieces, display-math blocks on their own among
+them, and the first-error index (so rts in steps, and what the judge model must read) is measured in those
+pieces. `segment_steps` post-processes a split: it keeps display math with the sentence that introduces it
+(and never cuts inside a `$$`, `\\[` or `\\begin{...}` block), merges pieces shorter than `min_chars` into
+a neighbour, and with `max_steps` merges consecutive steps into that many of about equal length. Spans keep
+tiling the response, so step token counts stay exact.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,3 +94,81 @@ def compute_step_token_counts(steps: Sequence[Step], token_char_starts: Sequence
             k += 1
         counts[k] += 1
     return counts
+
+
+_MATH_OPEN = re.compile(r"\$\$|\\\[|\\\]|\\begin\{|\\end\{")
+_DISPLAY_START = re.compile(r"^(?:\$\$|\\\[|\\begin\{(?:align|equation|gather|multline|eqnarray)\*?\})")
+
+
+def _open_math(text: str) -> bool:
+    """Whether `text` leaves a display-math block open ($$ unpaired, \\[ without \\], \\begin without \\end)."""
+    dollars = depth = 0
+    for m in _MATH_OPEN.finditer(text):
+        tok = m.group(0)
+        if tok == "$$":
+            dollars ^= 1
+        elif tok in ("\\[", "\\begin{"):
+            depth += 1
+        else:
+            depth = max(0, depth - 1)
+    return bool(dollars or depth)
+
+
+def _merge(text: str, steps: Sequence[Step]) -> Step:
+    return Step(text[steps[0].start : steps[-1].end].strip(), steps[0].start, steps[-1].end)
+
+
+def segment_steps(
+    text: str, mode: SplitMode = "auto", *, min_chars: int = 0, max_steps: int = 0, keep_math: bool = True
+) -> list[Step]:
+    """`split_steps`, then: display math joined to the step before it (and open blocks closed), steps
+    shorter than `min_chars` merged into the next one (the last into the one before), and at most
+    `max_steps` steps (0: no cap) made by merging neighbours into groups of about equal length."""
+    if min_chars < 0 or max_steps < 0:
+        raise InvalidInputError(
+            "segmentation", f"min_chars and max_steps must be >= 0; got {min_chars}, {max_steps}"
+        )
+    steps = split_steps(text, mode)
+    groups: list[list[Step]] = []
+    for s in steps:
+        if groups and keep_math:
+            prev = _merge(text, groups[-1]).text
+            if _open_math(prev) or _DISPLAY_START.match(s.text):
+                groups[-1].append(s)
+                continue
+        groups.append([s])
+    if min_chars > 0:
+        merged: list[list[Step]] = []
+        carry: list[Step] = []
+        for g in groups:
+            carry += g
+            if len(_merge(text, carry).text) >= min_chars:
+                merged.append(carry)
+                carry = []
+        if carry:
+            if merged:
+                merged[-1] += carry
+            else:
+                merged.append(carry)
+        groups = merged
+    out = [_merge(text, g) for g in groups]
+    if max_steps and len(out) > max_steps:
+        out = _even_groups(text, out, max_steps)
+    return out
+
+
+def _even_groups(text: str, steps: list[Step], k: int) -> list[Step]:
+    """`k` groups of consecutive steps, cut where the running length passes each j/k of the total."""
+    lengths = [s.end - s.start for s in steps]
+    total = sum(lengths)
+    cuts: list[int] = []
+    run = 0
+    for i, n in enumerate(lengths[:-1]):
+        run += n
+        # cut after step i when the running length passes the next j/k mark, keeping room for the rest
+        if len(cuts) < k - 1 and run >= total * (len(cuts) + 1) / k:
+            cuts.append(i + 1)
+        elif len(cuts) < k - 1 and len(lengths) - (i + 1) == k - 1 - len(cuts):
+            cuts.append(i + 1)  # as many steps left as groups still to make: one each
+    bounds = [0, *sorted(set(cuts)), len(steps)]
+    return [_merge(text, steps[a:b]) for a, b in itertools.pairwise(bounds) if b > a]

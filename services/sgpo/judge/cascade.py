@@ -22,7 +22,7 @@ class CascadeLocator:
 
     def __init__(self, cfg: CascadeBackend, metrics: JudgeMetrics | None = None) -> None:
         self.symbolic = SymbolicLocator(cfg.symbolic)
-        self.llm = LlmLocator(cfg.llm, metrics)
+        self.llm = LlmLocator(cfg.llm, metrics, table="[judge.backend.llm]")
         self.metrics = metrics
         self._lock = threading.Lock()
         self._judged = self._saved = 0
@@ -47,7 +47,7 @@ class CascadeLocator:
             self.metrics.cascade_llm_calls_saved.inc(saved)
         return out
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         with self._lock:
             own = {"cascade_judged": self._judged, "cascade_llm_calls_saved": self._saved}
         return {**self.llm.stats(), **own}

@@ -12,7 +12,7 @@ and the environment `SGPO_JUDGE__BACKEND__TYPE=llm SGPO_JUDGE__BACKEND__BASE_URL
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -42,8 +42,23 @@ class SymbolicBackend(BaseModel):
     """Accept a decimal written with d places when it is within 10^-d of the exact value (1/3 = 0.33)."""
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+# Request fields the backend sets itself: extra_body may not override them (set the field named instead).
+MANAGED_FIELDS: dict[str, str] = {
+    "model": "model",
+    "messages": "(the critique prompt is built by the judge)",
+    "temperature": "temperature",
+    "max_tokens": "max_tokens",
+    "max_completion_tokens": 'max_tokens (sent as max_completion_tokens by profile = "reasoning")',
+    "reasoning_effort": "reasoning_effort",
+    "stream": "(the judge reads whole replies)",
+    "n": "(one critique per request)",
+}
+
+
 class LlmBackend(BaseModel):
-    """Any OpenAI-compatible chat endpoint (a vLLM server with a large judge model in production)."""
+    """Any OpenAI-compatible chat endpoint (a vLLM server with a large judge model, OpenAI's API, the policy's
+    own generator)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,26 +70,104 @@ class LlmBackend(BaseModel):
     """Model name sent in each request (vLLM's served model name)."""
     api_key: SecretStr | None = None
     """Sent as `Authorization: Bearer <key>` when set."""
+    profile: Literal["chat", "reasoning"] = "chat"
+    """Which request fields the endpoint accepts. chat: `temperature` and `max_tokens` (vLLM, DeepSeek-V3,
+    Qwen, GPT-4o). reasoning: `max_completion_tokens` and optionally `reasoning_effort`, never `temperature`
+    (OpenAI's o-series and gpt-5 models answer HTTP 400 to `temperature` and `max_tokens`)."""
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    """Sampling temperature (chat profile only; unset: 0, greedy and reproducible). The reasoning profile
+    rejects it at start-up: those endpoints accept only their default."""
+    max_tokens: int = Field(4096, ge=16)
+    """Completion budget of one critique: `max_tokens` (chat) or `max_completion_tokens` (reasoning, where it
+    also pays for the hidden reasoning: give a reasoning model 16k or more)."""
+    reasoning_effort: ReasoningEffort | None = None
+    """Reasoning profile only: how long the model thinks (`low` is cheaper; unset: the endpoint's default)."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """More request fields sent as they are (e.g. `{"top_k": 1}`, `{"chat_template_kwargs": {"enable_thinking":
+    false}}` for vLLM, `{"seed": 0}`). May not set a field the profile manages (model, messages, temperature,
+    max_tokens, max_completion_tokens, reasoning_effort, stream, n). Env: a JSON object."""
     max_concurrency: int = Field(8, ge=1, le=1024)
     """At most this many requests in flight to the endpoint, over all callers of this judge."""
     timeout_s: float = Field(120.0, gt=0.0)
     """Read timeout of one request (a long critique from a large model takes a while)."""
     connect_timeout_s: float = Field(5.0, gt=0.0)
     """Connect timeout of one request."""
+    response_budget_s: float = Field(300.0, gt=0.0)
+    """Wall-clock budget of one response's critique: rate-limit waits, attempts and backoff together. No
+    attempt starts past it and the last one is cut to what is left. The orchestrator's deadline for a Judge
+    call is derived from the same number (its judge_response_budget_s): keep the two equal."""
     max_retries: int = Field(3, ge=0, le=20)
     """Retries after a timeout, a connection error, HTTP 429 or 5xx (not after other 4xx or a bad reply)."""
     backoff_s: float = Field(0.5, ge=0.0)
     """First retry waits about this long; each further retry doubles it (with jitter)."""
     backoff_max_s: float = Field(10.0, ge=0.0)
     """Cap of one backoff wait."""
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    """Sampling temperature of the judge model (0: greedy, reproducible)."""
-    max_tokens: int = Field(4096, ge=16)
-    """Completion budget of one critique."""
+    max_requests_per_minute: float = Field(0.0, ge=0.0)
+    """Requests sent per minute by this judge replica, at most (token bucket, bursts of one second's worth);
+    0: no limit. With R replicas give each 1/R of the endpoint's limit."""
+    max_tokens_per_minute: float = Field(0.0, ge=0.0)
+    """Prompt plus completion tokens per minute by this replica, at most; a request is admitted on an estimate
+    (prompt characters / 4) and the reply's `usage` settles the difference. 0: no limit."""
+    price_prompt_per_mtok: float = Field(0.0, ge=0.0)
+    """Price of one million prompt tokens (e.g. USD); with the completion price it makes the cost metric
+    `sgpo_judge_llm_cost_total` and the run summary's judge cost. 0: cost not reported."""
+    price_completion_per_mtok: float = Field(0.0, ge=0.0)
+    """Price of one million completion tokens (reasoning tokens included, as endpoints bill them)."""
     cache_size: int = Field(10_000, ge=0)
-    """Replies kept in memory, keyed by a hash of the exact request; 0 disables the cache."""
+    """Parsed answers kept in memory, keyed by the request's digest; 0 disables the in-memory cache."""
+    cache_redis_url: str | None = None
+    """Also keep parsed answers in this Redis (`redis://host:6379/0`), shared by every replica and surviving
+    restarts: keys `sgpo:judge_cache:{model}:{sha256 of the request}`. Unset: memory only."""
+    cache_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+    """Lifetime of a Redis cache entry."""
     include_reference: bool = True
     """Show the reference solution to the judge model when the request has one."""
+    prompt_template: str | None = None
+    """The critique prompt, with `{problem}`, `{reference}` (a "[Reference Solution]" block, or empty) and
+    `{tagged_response}` (the `<paragraph_i>` blocks); literal braces doubled. Unset: ProcessBench's critique
+    template (sgpo.judge.llm.CRITIQUE_TEMPLATE), which the published judge F1 figures use."""
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> LlmBackend:
+        if self.prompt_template is not None:
+            try:
+                self.prompt_template.format(problem="", reference="", tagged_response="")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(
+                    f"prompt_template does not format with {{problem}}, {{reference}} and {{tagged_response}} "
+                    f"({type(e).__name__}: {e}); double literal braces ({{{{ }}}})"
+                ) from None
+            if "{tagged_response}" not in self.prompt_template:
+                raise ValueError("prompt_template must contain {tagged_response} (the response's paragraphs)")
+        if self.profile == "reasoning" and self.temperature is not None:
+            raise ValueError(
+                f'profile = "reasoning" sends no temperature (reasoning endpoints such as o4-mini answer HTTP '
+                f'400 to it); got temperature = {self.temperature}: remove it, or use profile = "chat"'
+            )
+        if self.profile == "chat" and self.reasoning_effort is not None:
+            raise ValueError(
+                f'reasoning_effort = {self.reasoning_effort!r} needs profile = "reasoning" (chat endpoints '
+                'reject or ignore it); set profile = "reasoning" or remove reasoning_effort'
+            )
+        for key in self.extra_body:
+            if key in MANAGED_FIELDS:
+                where = MANAGED_FIELDS[key]
+                fix = f"set {where} instead" if not where.startswith("(") else f"remove it {where}"
+                raise ValueError(f"extra_body sets {key!r}, which the {self.profile} profile manages: {fix}")
+        return self
+
+    def request_fields(self) -> dict[str, Any]:
+        """The profile's decoding fields plus extra_body: everything of a request but model and messages."""
+        if self.profile == "reasoning":
+            fields: dict[str, Any] = {"max_completion_tokens": self.max_tokens}
+            if self.reasoning_effort is not None:
+                fields["reasoning_effort"] = self.reasoning_effort
+        else:
+            fields = {
+                "temperature": 0.0 if self.temperature is None else self.temperature,
+                "max_tokens": self.max_tokens,
+            }
+        return {**fields, **self.extra_body}
 
 
 class PrmBackend(BaseModel):
@@ -160,11 +253,34 @@ class JudgeConfig(ServiceConfig):
     """Most responses in one request (a group is G of them); more is 413 / RESOURCE_EXHAUSTED."""
     max_steps: int = Field(512, ge=1)
     """Most steps in one response (given or after splitting); more is 413 / RESOURCE_EXHAUSTED."""
+    step_min_chars: int = Field(0, ge=0)
+    """Long chains of thought: a step (after splitting a response) shorter than this many characters is merged
+    into the next one (0: off). Display math always stays with the sentence before it. See docs/judge.md for
+    the step counts this gives on MATH-500, OlympiadBench and ProcessBench."""
+    step_cap: int = Field(0, ge=0)
+    """At most this many steps per response (after splitting), made by merging neighbours into steps of about
+    equal length (0: no cap). The judge's first-error index, and rts in steps, are in these steps."""
     noise: float = Field(0.0, ge=0.0, le=1.0)
     """Ablation only (the judge-noise study): for this fraction of responses the first error is a random step instead of
     the backend's (sgpo.judge.noise). 0 in any real use."""
     noise_seed: int = 0
     """Seed of the ablation's draws (with the problem and the response's steps)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _llm_table_for_llm(cls, data: Any) -> Any:
+        """`type = "llm"` also reads the cascade's spelling of its fields (`[judge.backend.llm]`,
+        `SGPO_JUDGE__BACKEND__LLM__BASE_URL`), under its own: one set of variables (docker-compose.yml,
+        secrets.env) points either backend at the endpoint."""
+        backend = data.get("backend") if isinstance(data, dict) else None
+        if (
+            isinstance(backend, dict)
+            and backend.get("type") == "llm"
+            and isinstance(backend.get("llm"), dict)
+        ):
+            own = {k: v for k, v in backend.items() if k != "llm"}
+            data = {**data, "backend": {**backend["llm"], **own}}
+        return data
 
     @model_validator(mode="after")
     def _check_ports(self) -> JudgeConfig:

@@ -20,7 +20,7 @@ from sgpo.core import (
     StepJudgement,
     compute_step_token_counts,
     judgement_rts,
-    split_steps,
+    segment_steps,
 )
 from sgpo.judge.config import CascadeBackend, JudgeConfig, LlmBackend, PrmBackend, SymbolicBackend
 from sgpo.judge.metrics import JudgeMetrics
@@ -46,6 +46,8 @@ class Judge:
         max_items: int = 256,
         max_steps: int = 512,
         metrics: JudgeMetrics | None = None,
+        step_min_chars: int = 0,
+        step_cap: int = 0,
     ) -> None:
         self.locator = locator
         self.name = locator.name
@@ -54,6 +56,7 @@ class Judge:
         self.max_items = max_items
         self.max_steps = max_steps
         self.metrics = metrics
+        self.step_min_chars, self.step_cap = step_min_chars, step_cap
 
     def judge(
         self,
@@ -120,7 +123,9 @@ class Judge:
                 )
             self._check_offsets(field, item)
             try:
-                steps = split_steps(item.response, self.step_split)
+                steps = segment_steps(
+                    item.response, self.step_split, min_chars=self.step_min_chars, max_steps=self.step_cap
+                )
             except InvalidInputError as e:
                 raise InvalidInputError(f"{field}.response", e.message) from None
         if len(steps) > self.max_steps:
@@ -187,7 +192,7 @@ class Judge:
         if rts is not None:
             self.metrics.rts.observe(rts)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         """Counters of the backend (LLM calls, cache hits, calls the cascade saved), for reports."""
         stats = getattr(self.locator, "stats", None)
         return dict(stats()) if callable(stats) else {}
@@ -232,4 +237,6 @@ def build_judge(cfg: JudgeConfig, metrics: JudgeMetrics | None = None) -> Judge:
         max_items=cfg.max_items,
         max_steps=cfg.max_steps,
         metrics=metrics,
+        step_min_chars=cfg.step_min_chars,
+        step_cap=cfg.step_cap,
     )

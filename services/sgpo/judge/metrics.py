@@ -46,7 +46,7 @@ class JudgeMetrics:
         self.llm_calls = Counter(
             "sgpo_judge_llm_calls_total",
             "Critiques asked of the LLM endpoint, by outcome (ok | unparseable | out_of_range | http_error | "
-            "timeout | connection_error | malformed | cache_hit).",
+            "timeout | connection_error | malformed | truncated | config_error | cache_hit | redis_hit | joined).",
             ["outcome"],
             registry=r,
         )
@@ -58,6 +58,29 @@ class JudgeMetrics:
         )
         self.llm_retries = Counter(
             "sgpo_judge_llm_retries_total", "Retried LLM requests (timeouts, 429, 5xx).", registry=r
+        )
+        self.llm_config_errors = Counter(
+            "sgpo_judge_llm_config_errors_total",
+            "HTTP 400s naming a request parameter (a request profile the endpoint rejects: every critique fails "
+            "until the config is fixed), by parameter.",
+            ["param"],
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "sgpo_judge_llm_tokens_total",
+            "Tokens billed by the LLM endpoint (its replies' usage), by kind (prompt | completion).",
+            ["kind"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            "sgpo_judge_llm_cost_total",
+            "Cost of the LLM critiques at the configured price per million tokens (0 when no price is set).",
+            registry=r,
+        )
+        self.llm_rate_limit_wait = Counter(
+            "sgpo_judge_llm_rate_limit_wait_seconds_total",
+            "Time requests waited for the requests-per-minute and tokens-per-minute limits.",
+            registry=r,
         )
         self.cascade_llm_calls_saved = Counter(
             "sgpo_judge_cascade_llm_calls_saved_total",

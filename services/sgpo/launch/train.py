@@ -141,6 +141,7 @@ def build_run_config(
             "max_concurrency": 2,
             "high_water": 4 * preset.batch_groups,
             "stats_path": str(run_dir / "groups.jsonl"),
+            "status_path": str(run_dir / "orchestrator_status.json"),
             "sampling": {"temperature": preset.temperature, "max_tokens": preset.max_tokens},
             "retry": {"attempts": 30, "backoff_s": 0.5, "max_backoff_s": 4.0},
         },
@@ -207,6 +208,28 @@ class Monitor:
         if len(self.groups) < n or "sampled" not in self.groups[n - 1]:
             return None
         return int(self.groups[n - 1]["sampled"])
+
+
+def _orchestrator_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((run_dir / "orchestrator_status.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def judge_alarm_note(run_dir: Path) -> str:
+    """The progress line's warning while the orchestrator's judge alarm is on ("" otherwise)."""
+    st = _orchestrator_status(run_dir)
+    if not st.get("judge_alarm"):
+        return ""
+    share = float(st.get("judge_failed_share", 0.0))
+    return (
+        f" · [bold red]JUDGE FAILING: {100 * share:.0f}% of recent judgements failed (SGPO acts as GRPO)[/]"
+    )
+
+
+def orchestrator_stop_reason(run_dir: Path) -> str:
+    return str(_orchestrator_status(run_dir).get("stopped_reason") or "")
 
 
 def point_best(run_dir: Path, step: int, result: dict[str, Any]) -> Path:
@@ -487,9 +510,12 @@ class TrainRun:
                         completed=step,
                         info=(
                             f"reward {last.get('reward_mean', 0):.3f} · sample acc {acc[0]:.2f} · all-neg {neg[0]:.2f} · "
-                            f"colored {col[0]:.2f} · eval {ev:.3f}"
+                            f"colored {col[0]:.2f} · eval {ev:.3f}" + judge_alarm_note(self.run_dir)
                         ),
                     )
+                stopped = orchestrator_stop_reason(self.run_dir)
+                if stopped:
+                    raise RuntimeError(f"the orchestrator stopped the run: {stopped}")
                 if self.cluster.failed:
                     raise RuntimeError(
                         f"services failed for good: {self.cluster.failed}; logs in {self.run_dir / 'logs'}"
@@ -599,6 +625,10 @@ class TrainRun:
             self.tracker.update(self.monitor.steps, self.monitor.groups, self.evals)
 
     def _shutdown(self) -> None:
+        if self.cluster is not None and "judge" in self.cluster.services and self.cluster.is_running("judge"):
+            from sgpo.launch.judge_usage import read_judge_usage
+
+            self.judge_llm = read_judge_usage(self.cluster.services["judge"].spec.metrics_port)
         if self.tracker is not None:
             self.monitor.poll()
             self._track()
@@ -637,6 +667,10 @@ class TrainRun:
             "best": {"step": self.best["step"], "overall": self.best["overall"]} if self.best else None,
             "judge_seconds": sum(g.get("judge_s", 0.0) for g in groups),
             "generate_seconds": sum(g.get("generate_s", 0.0) for g in groups),
+            "judge_llm": getattr(self, "judge_llm", {}),
+            "uncolorable_groups": sum(bool(g.get("uncolorable")) for g in groups),
+            "judge_failed": sum(int(g.get("judge_failed", 0)) for g in groups),
+            "truncated_completions": sum(int(g.get("truncated", 0)) for g in groups),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if self.evals:
@@ -656,6 +690,12 @@ class TrainRun:
             f"groups: {len(groups)} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}); colored {colored}; "
             f"restarts {summary['restarts'] or 'none'}"
         )
+        if summary["judge_llm"]:
+            u = summary["judge_llm"]
+            self.console.print(
+                f"judge LLM: {u['prompt_tokens']} prompt + {u['completion_tokens']} completion tokens, cost "
+                f"{u['cost']:.4f}, config errors {u['config_errors']}; uncolorable groups {summary['uncolorable_groups']}"
+            )
         self.console.print("plots: " + ", ".join(str(p) for p in pngs))
         if self.best is not None:
             self.console.print(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -38,6 +39,33 @@ class RetryConfig(BaseModel):
     """First wait between tries; doubles each time."""
     max_backoff_s: float = Field(8.0, ge=0.0)
     """Longest wait between tries."""
+
+
+class JudgeAlarmConfig(BaseModel):
+    """The loud-failure alarm: a judge that fails quietly turns SGPO into GRPO; this says so, or stops the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: int = Field(64, ge=1)
+    """The alarm looks at the last this-many responses sent to the judge."""
+    min_judged: int = Field(16, ge=1)
+    """No alarm before this many responses were judged (a few early failures are noise)."""
+    max_failed_share: float = Field(0.5, ge=0.0, le=1.0)
+    """The alarm is on while more than this share of the window failed (judge call failed, timed out, or
+    returned status `failed`); it goes off again once the share falls back under it."""
+    on_alarm: Literal["warn", "stop"] = "warn"
+    """warn: log at ERROR, set sgpo_orchestrator_judge_alarm and the status file, go on (uncolored groups
+    train as GRPO). stop: the same, then stop producing groups (the orchestrator exits 0 with the reason in
+    its status; `sgpo train` stops the run)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> JudgeAlarmConfig:
+        if self.min_judged > self.window:
+            raise ValueError(
+                f"judge_alarm.min_judged = {self.min_judged} exceeds window = {self.window}: the alarm could "
+                "never fire; lower min_judged or raise window"
+            )
+        return self
 
 
 class OrchestratorConfig(ServiceConfig):
@@ -82,10 +110,25 @@ class OrchestratorConfig(ServiceConfig):
     """Deadline of one Generate call."""
     verify_timeout_s: float = Field(120.0, gt=0)
     """Deadline of one Verify call."""
-    judge_timeout_s: float = Field(120.0, gt=0)
-    """Deadline of one Judge call; past it (after retries) the group stays uncolored."""
+    judge_timeout_s: float | None = Field(None, gt=0)
+    """Deadline of one Judge call. Unset: derived from the judge's per-response budget and concurrency,
+    judge_response_budget_s * ceil(responses / judge_concurrency) + judge_slack_s, so a group of 8 long answers
+    gets the time its responses need."""
+    judge_response_budget_s: float = Field(300.0, gt=0)
+    """Wall-clock budget the judge gives one response (the llm backend's response_budget_s: keep them equal)."""
+    judge_concurrency: int = Field(8, ge=1)
+    """Responses the judge works on at once (the llm backend's max_concurrency)."""
+    judge_slack_s: float = Field(10.0, ge=0)
+    """Added to the derived deadline for the network and the judge's own work."""
     judge_attempts: int = Field(2, ge=1)
-    """Tries per Judge call: a judge failure only costs coloring, so it is retried less than generation."""
+    """Judge calls per group. A later call re-sends only the responses not yet judged `ok` (the call failed or
+    timed out, or their judgement failed); the judge answers the ones it has meanwhile judged from its cache
+    and joins those still in flight, so a group is never re-judged from scratch."""
+    judge_alarm: JudgeAlarmConfig = JudgeAlarmConfig()
+    """When the share of failed judgements over a window is too high: warn loudly or stop the run."""
+    status_path: Path | None = None
+    """If set, rewritten (atomically) after each judged group: the judge's failed share over the alarm window,
+    whether the alarm is on, and why the run stopped (if it did). `sgpo train` shows it on its progress line."""
     retry: RetryConfig = RetryConfig()
     """Retries for generator and verifier calls."""
     batch_groups: int = Field(8, ge=1)
@@ -98,6 +141,13 @@ class OrchestratorConfig(ServiceConfig):
     """Stop after enqueueing this many groups (0: no limit)."""
     stats_path: Path | None = None
     """If set, append one JSON line per enqueued group (kind, colored, accuracy, reward, timings)."""
+
+    def judge_deadline_s(self, n_responses: int) -> float:
+        """Deadline of one Judge call for `n_responses` responses."""
+        if self.judge_timeout_s is not None:
+            return self.judge_timeout_s
+        rounds = max(1, math.ceil(n_responses / self.judge_concurrency))
+        return self.judge_response_budget_s * rounds + self.judge_slack_s
 
     @model_validator(mode="after")
     def _check(self) -> OrchestratorConfig:

@@ -2,7 +2,8 @@
 
 Chunks of prompts are processed by a bounded pool; a chunk whose generation or verification fails for good
 is dropped whole and counted (no partial group is ever enqueued); a judge failure leaves the group
-uncolored and counted. Before each chunk the loop waits for the sink's backpressure and staleness bounds.
+uncolored and counted. A later Judge attempt re-sends only the responses not judged ok, and the share of
+failed judgements feeds the judge alarm (`sgpo.orchestrator.alarm`), which can stop the run. Before each chunk the loop waits for the sink's backpressure and staleness bounds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Protocol, cast
 
 from sgpo.common.convert import completion_from_pb, judgement_from_pb, verdict_from_pb
 from sgpo.core import Group, StepJudgement, get_algorithm
+from sgpo.orchestrator.alarm import JudgeHealth, write_status
 from sgpo.orchestrator.clients import Clients, ServiceCallError, call_with_retry
 from sgpo.orchestrator.config import OrchestratorConfig, RetryConfig
 from sgpo.orchestrator.dataset import Prompt, iterate_epochs, load_prompts
@@ -57,6 +59,8 @@ class RunStats:
     """Completions sampled (or read from a replay file) so far, kept or dropped: the run's sampling budget."""
     by_kind: dict[str, int] = field(default_factory=dict)
     failed_groups: int = 0
+    stopped_reason: str = ""
+    """Why the loop stopped early (the judge alarm with on_alarm = "stop"); empty otherwise."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, kind: str, n: int = 1) -> None:
@@ -95,6 +99,7 @@ class Orchestrator:
         self._stats_file = stats_path.open("a", encoding="utf-8") if stats_path else None
         self._stats_lock = threading.Lock()
         self._sampled_by_chunk: dict[int, int] = {}
+        self.judge_health = JudgeHealth(cfg.judge_alarm)
 
     # -- one chunk ---------------------------------------------------------------------------------------
     def _call(
@@ -120,7 +125,8 @@ class Orchestrator:
         assert self.clients is not None
         cfg, clients = self.cfg, self.clients
 
-        def judge(indices: list[int]) -> list[StepJudgement | None]:
+        def ask(indices: list[int]) -> list[StepJudgement] | str:
+            """One Judge call: a judgement per index, or why the call failed."""
             request = judge_pb2.JudgeRequest(
                 problem=prompt.problem,
                 reference_solution=prompt.solution,
@@ -129,7 +135,6 @@ class Orchestrator:
                     for i in indices
                 ],
             )
-            retry = cfg.retry.model_copy(update={"attempts": cfg.judge_attempts})
             try:
                 resp = cast(
                     judge_pb2.JudgeResponse,
@@ -137,19 +142,89 @@ class Orchestrator:
                         "judge",
                         clients.judge.Judge,
                         request,
-                        cfg.judge_timeout_s,
-                        retry,
+                        cfg.judge_deadline_s(len(indices)),
+                        cfg.retry.model_copy(update={"attempts": 1}),
                     ),
                 )
             except ServiceCallError as e:
-                log.warning("judge failed; group stays uncolored", extra={"error": str(e)})
-                return [None] * len(indices)
+                return str(e)
             if len(resp.judgements) != len(indices):
-                log.warning("judge returned %d judgements for %d items", len(resp.judgements), len(indices))
-                return [None] * len(indices)
+                return f"judge returned {len(resp.judgements)} judgements for {len(indices)} items"
             return [judgement_from_pb(j) for j in resp.judgements]
 
+        def judge(indices: list[int]) -> list[StepJudgement | None]:
+            # Partial progress: each later call re-sends only what is not judged ok yet.
+            out: dict[int, StepJudgement] = {}
+            pending, why = list(indices), ""
+            for attempt in range(cfg.judge_attempts):
+                if attempt:
+                    self.metrics.retries.labels("judge").inc()
+                    if self.stop.wait(cfg.retry.backoff_s):
+                        break
+                answer = ask(pending)
+                if isinstance(answer, str):
+                    why = answer
+                    continue
+                out.update(zip(pending, answer, strict=True))
+                pending = [i for i in pending if out[i].status != "ok"]
+                if not pending:
+                    break
+            if why and pending:
+                log.warning(
+                    "judge failed for %d of %d responses; the group stays uncolored",
+                    len(pending),
+                    len(indices),
+                    extra={"error": why},
+                )
+            for i in pending:
+                if i not in out:
+                    out[i] = StepJudgement(status="failed", reason=f"judge call failed: {why}", backend="")
+            self._judge_outcomes(sum(out[i].status != "ok" for i in indices), len(indices))
+            return [out[i] for i in indices]
+
         return judge
+
+    def _judge_outcomes(self, failed: int, asked: int) -> None:
+        """Feed the alarm; say loudly when it turns on or off; stop the run if so configured."""
+        m, alarm_cfg = self.metrics, self.cfg.judge_alarm
+        m.judgements.labels("failed").inc(failed)
+        m.judgements.labels("ok").inc(asked - failed)
+        state = self.judge_health.record(failed, asked - failed)
+        m.judge_failed_ratio.set(state.failed_share)
+        m.judge_alarm.set(int(state.alarm))
+        if state.changed and state.alarm:
+            log.error(
+                "JUDGE ALARM: %.0f%% of the last %d judgements failed (threshold %.0f%%): all-negative groups "
+                "stay uncolored and SGPO trains as GRPO; see the judge's log and sgpo_judge_llm_* metrics",
+                100 * state.failed_share,
+                state.judged,
+                100 * alarm_cfg.max_failed_share,
+            )
+            if alarm_cfg.on_alarm == "stop" and not self.stats.stopped_reason:
+                self.stats.stopped_reason = (
+                    f"judge alarm: {100 * state.failed_share:.0f}% of the last {state.judged} judgements "
+                    f"failed (judge_alarm.max_failed_share = {alarm_cfg.max_failed_share}, on_alarm = stop)"
+                )
+                self.stop.set()
+        elif state.changed:
+            log.warning("judge alarm off: %.0f%% failed over the window", 100 * state.failed_share)
+        self._write_status()
+
+    def _write_status(self) -> None:
+        if self.cfg.status_path is None:
+            return
+        h = self.judge_health
+        with self._stats_lock:
+            write_status(
+                self.cfg.status_path,
+                {
+                    "judge_failed_share": round(h.failed_share, 4),
+                    "judge_alarm": h.alarm,
+                    "judged": h.judged_total,
+                    "judge_failed": h.failed_total,
+                    "stopped_reason": self.stats.stopped_reason,
+                },
+            )
 
     def process_chunk(self, chunk: list[tuple[int, Prompt]], chunk_index: int = 0) -> list[ScoredGroup]:
         """Generate, verify, judge and score one chunk of prompts; the groups to enqueue."""
@@ -264,6 +339,8 @@ class Orchestrator:
             m.groups.labels("colored").inc()
             self.stats.count("colored")
         correct = sum(v.status == "correct" for v in group.verdicts)
+        truncated = sum(c.finish_reason == "length" for c in group.completions)
+        m.truncated.inc(truncated)
         m.reward.observe(sum(group.rewards) / len(group.rewards))
         m.accuracy.observe(correct / len(group.verdicts))
         m.policy_lag.set(max(0, self.current_version() - group.policy_version))
@@ -279,6 +356,11 @@ class Orchestrator:
                 "policy_version": group.policy_version,
                 "tokens": sum(len(c.token_ids) for c in group.completions),
                 "sampled": self.stats.sampled,
+                "uncolorable": scored.score.uncolorable,
+                "judge_failed": sum(j is not None and j.status == "failed" for j in group.judgements),
+                "truncated": truncated,
+                "completions": len(group.completions),
+                "judge_alarm": self.judge_health.alarm,
                 **{f"{k}_s": v for k, v in group.timings.items()},
             }
             with self._stats_lock:

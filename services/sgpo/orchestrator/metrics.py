@@ -49,3 +49,25 @@ class OrchestratorMetrics:
         self.paused = Gauge(
             "sgpo_orchestrator_paused", "1 while waiting on backpressure or staleness", registry=r
         )
+        self.judgements = Counter(
+            "sgpo_orchestrator_judgements_total",
+            "Responses sent to the judge, by outcome (ok | failed: the call failed or timed out, or the judgement "
+            "failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.judge_failed_ratio = Gauge(
+            "sgpo_orchestrator_judge_failed_ratio",
+            "Share of failed judgements over the alarm window (judge_alarm.window responses).",
+            registry=r,
+        )
+        self.judge_alarm = Gauge(
+            "sgpo_orchestrator_judge_alarm",
+            "1 while the failed share passes judge_alarm.max_failed_share (SGPO is degrading to GRPO).",
+            registry=r,
+        )
+        self.truncated = Counter(
+            "sgpo_orchestrator_truncated_completions_total",
+            "Completions of enqueued groups cut by max_tokens (finish_reason = length).",
+            registry=r,
+        )

@@ -79,6 +79,8 @@ def serve(cfg: OrchestratorConfig) -> None:
     def main(stop: threading.Event) -> None:
         orchestrator.stop = stop
         stats = orchestrator.run()
+        if stats.stopped_reason:
+            log.error("orchestrator stopped the run: %s", stats.stopped_reason)
         log.info("orchestrator done", extra={"enqueued": stats.enqueued, "by_kind": stats.by_kind})
 
     def close() -> None:

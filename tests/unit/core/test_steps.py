@@ -77,3 +77,66 @@ def test_every_mode_keeps_all_content(mode: str) -> None:
     text = "Step 1: 1. a b.\n\nStep 2: c. D e"
     joined = "".join(texts(text, mode)).replace(" ", "").replace("\n", "")
     assert joined == text.replace(" ", "").replace("\n", "")
+
+
+# ---- segment_steps: long chains of thought ------------------------------------------------------------------
+COT = (
+    "We start.\n\nSo we get\n\n$$x = 1$$\n\nwhich is fine. Next we compute a lot of things here.\n\nok\n\n"
+    "\\[\na\n\n=b\n\\]\n\nDone and the answer is 3."
+)
+
+
+def test_display_math_stays_with_its_sentence_and_blocks_are_never_cut() -> None:
+    from sgpo.core import segment_steps
+
+    got = [s.text for s in segment_steps(COT)]
+    assert got == [
+        "We start.",
+        "So we get\n\n$$x = 1$$",
+        "which is fine. Next we compute a lot of things here.",
+        "ok\n\n\\[\na\n\n=b\n\\]",
+        "Done and the answer is 3.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("min_chars", "cap"), [(0, 0), (30, 0), (0, 2), (0, 3), (30, 2), (10_000, 0), (0, 1)]
+)
+def test_merged_steps_tile_the_response_and_respect_the_limits(min_chars: int, cap: int) -> None:
+    from sgpo.core import segment_steps
+
+    steps = segment_steps(COT, min_chars=min_chars, max_steps=cap)
+    assert steps[0].start == 0 and steps[-1].end == len(COT)
+    assert all(a.end == b.start for a, b in itertools.pairwise(steps))
+    assert all(s.text == COT[s.start : s.end].strip() for s in steps)
+    if cap:
+        assert len(steps) == min(cap, len(segment_steps(COT, min_chars=min_chars)))
+    if min_chars and len(steps) > 1:
+        assert all(len(s.text) >= min_chars for s in steps[:-1])
+
+
+def test_the_cap_merges_evenly() -> None:
+    from sgpo.core import segment_steps
+
+    text = "\n\n".join(f"Paragraph {i:02d} says something of the same length." for i in range(40))
+    steps = segment_steps(text, max_steps=8)
+    assert len(steps) == 8 and {s.text.count("Paragraph") for s in steps} == {5}
+
+
+def test_segmentation_on_real_olympiad_solutions() -> None:
+    """OlympiadBench reference solutions (../shared/data): display math never starts a step, the cap holds."""
+    import json
+    import re
+
+    from sgpo.core import segment_steps
+    from tests.support import SHARED_DATA
+
+    path = SHARED_DATA / "competition" / "olympiadbench_test.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    rows = [json.loads(line) for line in path.read_text().splitlines()[:200]]
+    for r in rows:
+        text = "\n\n".join(r["solution"])
+        steps = segment_steps(text, min_chars=80, max_steps=12)
+        assert 1 <= len(steps) <= 12
+        assert not any(re.match(r"^(\$\$|\\\[)", s.text) for s in steps[1:]), r["id"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,45 @@ def test_ports_must_differ() -> None:
     with pytest.raises(ValueError, match="http_port 7000 is also the gRPC or metrics port"):
         JudgeConfig(port=7000, http_port=7000)
     assert JudgeConfig(port=7000, http_port=7000, http_enabled=False).http_port == 7000
+
+
+# ---- request profiles -----------------------------------------------------------------------------------------
+def test_request_profiles_send_what_each_kind_of_endpoint_takes() -> None:
+    from sgpo.judge.config import LlmBackend
+
+    assert LlmBackend().request_fields() == {"temperature": 0.0, "max_tokens": 4096}
+    r = LlmBackend(profile="reasoning", reasoning_effort="high", max_tokens=32000, extra_body={"seed": 1})
+    assert r.request_fields() == {"max_completion_tokens": 32000, "reasoning_effort": "high", "seed": 1}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"profile": "reasoning", "temperature": 0.0}, 'remove it, or use profile = "chat"'),
+        ({"reasoning_effort": "low"}, 'needs profile = "reasoning"'),
+        ({"extra_body": {"max_tokens": 5}}, "set max_tokens instead"),
+        ({"profile": "reasoning", "extra_body": {"temperature": 1}}, "set temperature instead"),
+        ({"extra_body": {"messages": []}}, "remove it"),
+        ({"prompt_template": "{problem} {steps}"}, "does not format"),
+        ({"prompt_template": "{problem}"}, "must contain {tagged_response}"),
+    ],
+)
+def test_inconsistent_profiles_fail_at_start_up(fields: dict[str, object], message: str) -> None:
+    from pydantic import ValidationError
+
+    from sgpo.judge.config import LlmBackend
+
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        LlmBackend(**fields)  # type: ignore[arg-type]
+
+
+def test_type_llm_reads_the_cascade_spelling_of_its_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose.yml sets SGPO_JUDGE__BACKEND__LLM__*: the same variables serve `llm` and `cascade`."""
+    from sgpo.common.settings import load_config
+    from sgpo.judge.config import JudgeConfig
+
+    monkeypatch.setenv("SGPO_JUDGE__BACKEND__TYPE", "llm")
+    monkeypatch.setenv("SGPO_JUDGE__BACKEND__LLM__BASE_URL", "http://judge-llm:8001/v1")
+    monkeypatch.setenv("SGPO_JUDGE__BACKEND__MODEL", "critic")
+    b = load_config(JudgeConfig).backend
+    assert (b.type, b.base_url, b.model) == ("llm", "http://judge-llm:8001/v1", "critic")  # type: ignore[union-attr]

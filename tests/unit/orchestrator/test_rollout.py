@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sgpo.core import AlgoConfig, Completion, StepJudgement, Verdict, compute_colored_reward, get_algorithm
@@ -106,3 +108,27 @@ def test_recording_judges_every_wrong_answer_and_replay_rescoring_switches_algor
     # The judgements keep their step lengths, so a replay may also measure rts in steps.
     in_steps = score(group, get_algorithm(AlgoConfig(color_scope="all_incorrect", rts_unit="steps"))).group
     assert in_steps.rewards[2] == pytest.approx(compute_colored_reward(0.5)) and in_steps.rewards[1] < 0.5
+
+
+def test_the_judge_deadline_derives_from_the_per_response_budget_and_concurrency(tmp_path: Path) -> None:
+    from sgpo.orchestrator.config import OrchestratorConfig
+
+    cfg = OrchestratorConfig(dataset=tmp_path / "d.jsonl", judge_response_budget_s=100, judge_concurrency=4)
+    assert [cfg.judge_deadline_s(n) for n in (1, 4, 5, 8, 16)] == [110, 110, 210, 210, 410]
+    fixed = cfg.model_copy(update={"judge_timeout_s": 30.0})
+    assert fixed.judge_deadline_s(16) == 30.0
+
+
+def test_the_judge_alarm_fires_past_the_threshold_and_clears() -> None:
+    from sgpo.orchestrator.alarm import JudgeHealth
+    from sgpo.orchestrator.config import JudgeAlarmConfig
+
+    h = JudgeHealth(JudgeAlarmConfig(window=10, min_judged=4, max_failed_share=0.5))
+    assert not h.record(failed=3, ok=0).alarm  # under min_judged
+    s = h.record(failed=1, ok=0)
+    assert s.alarm and s.changed and s.failed_share == 1.0
+    assert h.record(failed=0, ok=3).alarm  # 4 of 7 failed
+    s = h.record(failed=0, ok=3)  # the window keeps the last 10: 4 failed
+    assert not s.alarm and s.changed
+    with pytest.raises(ValueError, match="could never fire"):
+        JudgeAlarmConfig(window=4, min_judged=8)
