@@ -5,9 +5,13 @@ and peak memory, all in one process, interleaved, ratios printed.
     python bench/trainer.py --shape vocab152k --seq-len 4096 --seqs 2 --micro 1 --repeats 2
     python bench/trainer.py --shape qwen2.5-1.5b --device cuda --seq-len 1024 --seqs 64 --micro 4
 
-Three sides train the same model on the same synthetic groups with the same micro-batch size:
-- ours: `TrainEngine.train_step` as configured (`--max-tokens`, `--pack`, `--chunk`): chunked logprobs
-  computed at completion positions only, the docs/design.md §1 loss, entropy, grad-norm clip, AdamW;
+Four sides train the same model on the same synthetic groups with the same micro-batch size:
+- ours: `TrainEngine.train_step` as configured (`--max-tokens`, `--pack`, `--chunk`): the fused output layer
+  (each logits chunk turned into its gradients in the forward pass; `fused_output_layer`);
+- unfused: the same with `fused_output_layer = false` (chunked logprobs, backward recomputes the logits;
+  `--no-unfused` skips it);
+  both compute logprobs at completion positions only, the docs/design.md §1 loss, entropy, grad-norm
+  clip, AdamW;
 - before: the engine of commit 47efbde (read from git, its logprob import pointed at the preserved
   full-logits path `compute_token_logprobs_full`): full [batch, length, vocab] logits;
 - plain: `model(input_ids, labels=...)` + backward + clip + AdamW over micro-batches of `--micro` sequences
@@ -15,9 +19,9 @@ Three sides train the same model on the same synthetic groups with the same micr
 Every completion has a non-zero advantage (nothing is skipped). `--lengths varied` draws completion lengths
 uniformly in [seq_len/8, seq_len - prompt] (RL completions vary; padding costs the plain loop), `equal`
 gives every sequence `--seq-len` tokens (no padding anywhere: compute against compute).
-tokens/s = real sequence tokens (prompt + completion) per second of optimizer step, the same count for all
-three. Peak memory: on CPU the step's resident high-water mark above the resident set before it (weights and
-AdamW state are resident for all three alike, printed once); on CUDA torch's max allocated. bf16 autocast
+tokens/s = real sequence tokens (prompt + completion) per second of optimizer step, the same count for every
+side. Peak memory: on CPU the step's resident high-water mark above the resident set before it (weights and
+AdamW state are resident for every side alike, printed once); on CUDA torch's max allocated. bf16 autocast
 and gradient checkpointing on CUDA. On CUDA, MFU = 6 * params * tokens/s / peak bf16.
 
 Machine, load and date are printed: on a shared CPU the figures are noisy; compare ratios, not absolutes.
@@ -182,6 +186,11 @@ def main() -> int:
     p.add_argument("--pack", action="store_true", help="ours: pack_sequences")
     p.add_argument("--chunk", type=int, default=0, help="ours: logprob_chunk_tokens (0: default)")
     p.add_argument("--no-before", action="store_true", help="skip the 47efbde engine (its memory is large)")
+    p.add_argument(
+        "--no-unfused",
+        action="store_true",
+        help="skip ours with fused_output_layer = false (logits recomputed)",
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     args = p.parse_args()
@@ -229,6 +238,17 @@ def main() -> int:
             )
         )
         ours.load(path)
+        unfused = None
+        if not args.no_unfused:
+            unfused = TrainEngine(
+                config(
+                    max_tokens_per_micro_batch=args.max_tokens,
+                    pack_sequences=args.pack,
+                    logprob_chunk_tokens=args.chunk,
+                    fused_output_layer=False,
+                )
+            )
+            unfused.load(path)
         n_params = sum(x.numel() for x in ours.model.parameters())
         before = None
         if not args.no_before:
@@ -281,6 +301,8 @@ def main() -> int:
             "ours": lambda s: ours.train_step(groups, s),
             "plain": lambda s: plain_step(),
         }
+        if unfused is not None:
+            sides["unfused"] = lambda s: unfused.train_step(groups, s)
         if before is not None:
             sides["before"] = lambda s: before.train_step(groups, s)
         for fn in sides.values():  # warm-up: allocator, kernels, AdamW state
@@ -304,6 +326,7 @@ def main() -> int:
         print("median tokens/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in med.items()))
         print(
             f"RATIO tokens/s ours/plain {med['ours'] / med['plain']:.2f}"
+            + (f", ours/unfused {med['ours'] / med['unfused']:.2f}" if "unfused" in med else "")
             + (f", ours/before {med['ours'] / med['before']:.2f}" if "before" in med else "")
         )
         print(
