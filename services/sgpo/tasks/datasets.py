@@ -347,7 +347,7 @@ def convert_dataset(
     try:
         with tmp.open("w", encoding="utf-8") as f:
             for row in convert_rows(read_rows(source, split), report, fmt, columns, banned, limit):
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(json.dumps(row) + "\n")  # ASCII: no U+2028 that splitlines() would cut at
         if report.written == 0:
             raise DataError(f"no row of {source} could be converted:\n{report.summary()}")
         tmp.replace(out)
