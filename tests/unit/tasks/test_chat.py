@@ -82,3 +82,13 @@ def test_the_presets_are_registered_and_keyed_apart() -> None:
     assert set(PRESETS) == {"tiny", "tiny-chat"}
     assert PRESETS["tiny-chat"].digest() != PRESETS["tiny"].digest()
     assert replace(CHAT_PRESET, system="Think.").digest() != CHAT_PRESET.digest()
+
+
+@pytest.mark.slow
+def test_full_chat_recipe_solves_short_chains_and_leaves_long_ones_to_rl(tmp_path: Path) -> None:
+    """The bar of issue 15: a useful, non-trivial policy. Short chains are mostly solved greedily; the longest RL
+    level mostly is not, so RL sees mixed groups and all-negative groups to color."""
+    record = pretrain(CHAT_PRESET, tmp_path / "tiny-chat", progress=False, threads=2)
+    acc = {int(k): v for k, v in record["accuracy"].items()}
+    assert acc[1] >= 0.5, acc
+    assert acc[max(CHAT_PRESET.rl_steps)] <= 0.3, acc
