@@ -19,7 +19,7 @@ from sgpo.orchestrator.config import OrchestratorConfig
 from sgpo.orchestrator.loop import Orchestrator
 from sgpo.orchestrator.offline import GroupWriter, read_groups
 from sgpo.orchestrator.server import QueuePacer, QueueSink
-from sgpo.tasks.arith import format_prompt, generate_split, write_jsonl
+from sgpo.tasks.arith import generate_split, write_jsonl
 from sgpo.tasks.tiny import build_tiny_policy
 from tests.support import ServiceProcess, run_service
 
@@ -61,7 +61,6 @@ def config(
         dataset=dataset,
         run_id=run_id,
         redis_url=redis_url,
-        prompt_template=format_prompt("{problem}"),
         generator_target=services["generator"].target,
         verifier_target=services["verifier"].target,
         judge_target=services["judge"].target,
@@ -187,3 +186,38 @@ def test_record_then_replay_trains_on_exactly_the_recorded_groups(
         source = by_source[g.group_id.rsplit("-e", 1)[0]]
         assert g.completions == source.completions and g.verdicts == source.verdicts
         assert g.colored  # replayed as sgpo: the recorded judgements color the all-negative groups
+
+
+def test_chat_prompts_reach_the_generator_as_sgpo_eval_renders_them(
+    services: dict[str, ServiceProcess], redis_prefix: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The tiny chat policy served for real: the orchestrator's groups carry the prompt `sgpo eval` renders, and
+    the generator tokenized exactly that text."""
+    from transformers import AutoTokenizer
+
+    from sgpo.tasks.chat import CHAT_PROMPT, build_chat_policy
+    from sgpo.tasks.evaluate import build_prompter, prompt_style
+
+    policy = build_chat_policy(tmp_path / "chat")
+    dataset = tmp_path / "prompts.jsonl"
+    write_jsonl(dataset, generate_split("test", [2], 2, seed=3))
+    env = {"SGPO_GENERATOR__MODEL": str(policy), "SGPO_GENERATOR__HTTP_ENABLED": "false"}
+    with run_service("generator", tmp_path, env={**env, "SGPO_GENERATOR__THREADS": "1"}) as generator:
+        cfg = config(
+            dataset,
+            {**services, "generator": generator},
+            redis_prefix,
+            redis_url,
+            max_groups=2,
+            prompt=CHAT_PROMPT.model_copy(update={"tokenizer": str(policy)}).model_dump(),
+        )
+        with GroupWriter(tmp_path / "groups.bin") as writer:
+            Orchestrator(cfg, writer, clients=clients(services | {"generator": generator})).run()
+    groups = list(read_groups(tmp_path / "groups.bin"))
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    evaluation = build_prompter(prompt_style("auto", policy, tokenizer), "auto", policy, tokenizer)
+    assert len(groups) == 2
+    for g in groups:
+        assert g.prompt_text == evaluation.render(g.problem)
+        assert g.prompt_text.startswith("<|im_start|>system\n") and g.prompt_text.endswith("assistant\n")
+        assert list(g.prompt_token_ids) == tokenizer(g.prompt_text)["input_ids"]

@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         help="a local Hugging Face model folder (the tiny policy from `sgpo pretrain --out DIR`, a run "
-        "checkpoint such as runs/NAME/checkpoints/step-N, a downloaded model), or 'tiny' / 'tiny-random'",
+        "checkpoint such as runs/NAME/checkpoints/step-N, a downloaded model), or 'tiny' / 'tiny-chat' / "
+        "'tiny-random'",
     )
     p.add_argument(
         "--benchmarks",
@@ -82,7 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prompt-template",
         default="auto",
-        help="auto (default: tiny policy -> its plain format, chat template -> chat with the \\boxed{} "
+        help="auto (default: a tiny policy -> the prompt it was trained on, chat template -> chat with the \\boxed{} "
         "instruction, else plain text), tiny, chat, plain, or a template string containing {problem}",
     )
     p.add_argument(

@@ -1,4 +1,4 @@
-"""`sgpo pretrain --preset tiny`: SFT the tiny policy (or find it in the cache) and print its accuracy table."""
+"""`sgpo pretrain --preset tiny|tiny-chat`: SFT a tiny policy (or find it in the cache) and print its accuracy table."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from sgpo.tasks.tiny import PRESETS, policy_dir, shipped_comparison
+from sgpo.tasks.chat import PRESETS
+from sgpo.tasks.tiny import policy_dir, shipped_comparison
 
-HELP = "pretrain the tiny policy (SFT on easy arithmetic chains) and print its accuracy table"
+HELP = (
+    "pretrain a tiny policy (tiny, or tiny-chat) by SFT on easy arithmetic chains; print its accuracy table"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sgpo.common.prompts import Prompter
 from sgpo.tasks.accuracy import LevelItem
 from sgpo.v1 import common_pb2, generator_pb2, verifier_pb2
 
@@ -22,11 +23,18 @@ def load_eval_items(path: Path, level_field: str = "steps") -> list[EvalItem]:
     return items
 
 
+def run_prompter(doc: dict[str, Any]) -> Prompter:
+    """The prompter of a run config's `[orchestrator.prompt]` table: the one the run's orchestrator renders with."""
+    from sgpo.common.prompts import PromptConfig, build_prompter
+
+    return build_prompter(PromptConfig.model_validate(doc["orchestrator"].get("prompt", {})))
+
+
 def evaluate_served_policy(
     generator: Any,
     verifier: Any,
     items: list[EvalItem],
-    prompt_template: str,
+    prompter: Prompter,
     max_tokens: int,
     batch: int = 128,
     timeout_s: float = 600.0,
@@ -37,17 +45,23 @@ def evaluate_served_policy(
     whatever the generator serves now.
 
     Greedy by default; with `temperature` > 0 the mean over `samples` completions per problem (avg@k), seeded
-    so that two evaluations of the same weights agree. The evaluator is `sgpo.tasks.accuracy`; here the
-    generator and the verifier are the run's own services, reached over gRPC.
+    so that two evaluations of the same weights agree. Problems are rendered by `prompter`, the one the run's
+    orchestrator builds from the same `[orchestrator.prompt]` table, with its stop strings. The evaluator is
+    `sgpo.tasks.accuracy`; here the generator and the verifier are the run's own services, reached over gRPC.
     """
     from sgpo.tasks.accuracy import accuracy_by_level
 
     sampling = common_pb2.SamplingParams(
-        n=samples, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=0
+        n=samples,
+        temperature=temperature,
+        top_p=1.0,
+        max_tokens=max_tokens,
+        seed=0,
+        stop=prompter.with_stop(()),
     )
 
     def sample(chunk: list[int]) -> Sequence[Any]:
-        prompts = [prompt_template.replace("{problem}", items[i].problem) for i in chunk]
+        prompts = [prompter.render(items[i].problem) for i in chunk]
         request = generator_pb2.GenerateRequest(prompts=prompts, sampling=sampling)
         return list(generator.Generate(request, timeout=timeout_s).results)
 

@@ -1,7 +1,9 @@
 """Recording (`sgpo record`): sample groups once from a policy (verified, every wrong answer judged) into a file.
 
 That file is the paper's offline setting: `sgpo train --replay FILE --algo sgpo|grpo` trains on exactly
-these samples for several epochs, scored by the replaying run's own algorithm.
+these samples for several epochs, scored by the replaying run's own algorithm. The run config is `sgpo train`'s
+(`build_run_config`), so the recorded groups' prompts are rendered exactly as training renders them: the policy's
+own prompt (`sgpo.tasks.chat.policy_prompt`) through the orchestrator's `sgpo.common.prompts` renderer.
 """
 
 from __future__ import annotations

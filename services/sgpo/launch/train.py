@@ -93,9 +93,10 @@ def build_run_config(
     ports: dict[str, tuple[int, int]],
     steps: int,
 ) -> dict[str, Any]:
-    from sgpo.tasks.arith import format_prompt
+    from sgpo.common.prompts import PromptConfig
+    from sgpo.tasks.chat import policy_prompt
 
-    template = format_prompt("{problem}")
+    prompt = policy_prompt(policy) or PromptConfig()  # the prompt the policy was trained on, else plain
     run_id = re.sub(r"[^A-Za-z0-9_.-]", "-", run_dir.name)
     target = {name: f"127.0.0.1:{ports[name][0]}" for name in ports}
     doc: dict[str, Any] = {
@@ -129,7 +130,7 @@ def build_run_config(
         "orchestrator": {
             "run_id": run_id,
             "redis_url": redis_url,
-            "prompt_template": template,
+            "prompt": prompt.model_dump(exclude_none=True),
             "seed": opts.seed,
             "epochs": 0,
             "generator_target": target["generator"],
@@ -442,14 +443,14 @@ class TrainRun:
             log.info("generator restarted; reloaded %s", latest)
 
     def _evaluate(self, step: int, eval_path: Path, doc: dict[str, Any]) -> dict[str, Any]:
-        from sgpo.launch.evaluate import evaluate_served_policy, load_eval_items
+        from sgpo.launch.evaluate import evaluate_served_policy, load_eval_items, run_prompter
 
         with self.console.status(f"evaluating held-out accuracy at step {step}..."):
             result = evaluate_served_policy(
                 self._stub("generator"),
                 self._stub("verifier"),
                 load_eval_items(eval_path),
-                doc["orchestrator"]["prompt_template"],
+                run_prompter(doc),
                 doc["orchestrator"]["sampling"]["max_tokens"],
                 samples=self.preset.eval_samples,
                 temperature=self.preset.eval_temperature,

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from sgpo.common.prompts import PromptConfig
 from sgpo.common.settings import ServiceConfig
 from sgpo.core.config import AlgoConfig
 
@@ -90,8 +91,10 @@ class OrchestratorConfig(ServiceConfig):
     """Shuffle the prompts every epoch."""
     seed: int = 0
     """Seed for shuffling and sampling."""
-    prompt_template: str = "{problem}\n"
-    """How a problem becomes the policy's prompt; `{problem}` is replaced."""
+    prompt: PromptConfig = PromptConfig()
+    """How a problem becomes the policy's prompt (`sgpo.common.prompts`, the renderer `sgpo eval` and held-out
+    evaluation share): plain `"{problem}\n"` by default; `format = "chat"` with `tokenizer` (the policy folder)
+    and `system` for a chat model. Its stop strings are added to `sampling.stop`."""
     algo: AlgoConfig = AlgoConfig()
     """Rewards, coloring and advantages (shared with the trainer)."""
     sampling: SamplingConfig = SamplingConfig()
@@ -157,8 +160,11 @@ class OrchestratorConfig(ServiceConfig):
             raise ValueError(
                 f"GRPO needs at least 2 generations per prompt; got algo.group_size={self.algo.group_size}"
             )
-        if "{problem}" not in self.prompt_template:
-            raise ValueError(f"prompt_template must contain {{problem}}; got {self.prompt_template!r}")
+        if self.prompt.format == "chat" and self.prompt.tokenizer is None:
+            raise ValueError(
+                "prompt.format = 'chat' renders with the policy's chat template: set prompt.tokenizer to the "
+                "policy's model folder (the generator's model)"
+            )
         if self.sampling.temperature == 0.0:
             raise ValueError(
                 "sampling.temperature = 0 makes every completion of a group identical; use > 0 for RL"

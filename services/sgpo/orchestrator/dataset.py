@@ -20,7 +20,8 @@ class Prompt:
 
 
 def load_prompts(path: Path) -> list[Prompt]:
-    """Rows need `problem` (or `question`) and `answer`; a bad row is an error naming its line."""
+    """Rows need `problem` (or `question`) and `answer`, as `sgpo data` writes them (`solution`, `unique_id` or
+    `id` optional; other fields such as `level` are ignored); a bad row is an error naming its line."""
     if not path.is_file():
         raise InvalidInputError("dataset", f"{path} does not exist")
     prompts: list[Prompt] = []
@@ -41,7 +42,9 @@ def load_prompts(path: Path) -> list[Prompt]:
                 or str(answer).strip() == ""
             ):
                 raise InvalidInputError(
-                    "dataset", f"{path}:{lineno} needs a non-empty `problem` and `answer`"
+                    "dataset",
+                    f"{path}:{lineno} needs a non-empty `problem` and `answer`; convert MATH, GSM8K or other "
+                    "data into such rows with `sgpo data --input FILE --out OUT.jsonl`",
                 )
             pid = str(row.get("unique_id") or row.get("id") or f"{path.stem}-{lineno}")
             prompts.append(Prompt(pid, problem, str(answer), str(row.get("solution") or "")))

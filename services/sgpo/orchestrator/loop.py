@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from sgpo.common.convert import completion_from_pb, judgement_from_pb, verdict_from_pb
+from sgpo.common.prompts import build_prompter
 from sgpo.core import Group, StepJudgement, get_algorithm
 from sgpo.orchestrator.alarm import JudgeHealth, write_status
 from sgpo.orchestrator.clients import Clients, ServiceCallError, call_with_retry
@@ -95,6 +96,7 @@ class Orchestrator:
         self.judge_all_wrong = judge_all_wrong
         self.current_version = current_version
         self.algorithm = get_algorithm(cfg.algo)
+        self.prompter = build_prompter(cfg.prompt)
         stats_path = stats_path or cfg.stats_path
         self._stats_file = stats_path.open("a", encoding="utf-8") if stats_path else None
         self._stats_lock = threading.Lock()
@@ -231,14 +233,14 @@ class Orchestrator:
         assert self.clients is not None
         cfg = self.cfg
         prompts = [p for _, p in chunk]
-        texts = [cfg.prompt_template.replace("{problem}", p.problem) for p in prompts]
+        texts = [self.prompter.render(p.problem) for p in prompts]
         s = cfg.sampling
         sampling = common_pb2.SamplingParams(
             n=cfg.algo.group_size,
             temperature=s.temperature,
             top_p=s.top_p,
             max_tokens=s.max_tokens,
-            stop=s.stop,
+            stop=self.prompter.with_stop(s.stop),
             seed=cfg.seed * 1_000_003 + chunk_index,  # reproducible per chunk, different across chunks
         )
         try:

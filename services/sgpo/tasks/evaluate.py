@@ -9,10 +9,11 @@ separately instead of silently as wrong: a table on screen, a JSON file (metrics
 of per-item records next to it. Both files are written at the end, through temp files and renames, so a
 crashed or interrupted run leaves nothing half-written.
 
-Prompts: the tiny policy (a folder with `pretrain.json`, or the tiny chat template) gets exactly
-`sgpo.tasks.arith.format_prompt(problem)`, what it was trained on; a model with a chat template gets it with
-the Qwen2.5-Math instruction as the system message; other models get the problem and the instruction as
-plain text. `--prompt-template` overrides with a string holding `{problem}`.
+Prompts are rendered by `sgpo.common.prompts`, the renderer training and held-out evaluation use: the tiny
+policies (a folder with `pretrain.json`, or a checkpoint with their tokenizer) get exactly the prompt they were
+trained on (tiny: `"{problem}\\n"`; tiny-chat: its chat prompt); a model with a chat template gets it with the
+Qwen2.5-Math instruction as the system message; other models get the problem and the instruction as plain
+text. `--prompt-template` overrides with a string holding `{problem}`. The tokenizer's stop strings are sent.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from sgpo.common.prompts import BOXED_INSTRUCTION, PromptConfig, Prompter
 from sgpo.tasks.accuracy import level_order, sample_and_score
 from sgpo.tasks.benchmarks import (
     BenchmarkItem,
@@ -38,7 +40,7 @@ from sgpo.tasks.passk import ProblemCounts, compute_benchmark_metrics
 HELP = "evaluate a model on math benchmarks (avg@k, pass@k) with a generator engine and the verifier"
 
 # Qwen2.5-Math's chain-of-thought instruction (its README and evaluation harness), as the system message.
-INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+INSTRUCTION = BOXED_INSTRUCTION
 PromptStyle = Literal["tiny", "chat", "plain", "custom"]
 PROMPT_STYLES: tuple[str, ...] = ("auto", "tiny", "chat", "plain")
 # Completion budgets when --max-tokens is not given: the tiny policy's longest solution is ~200 characters.
@@ -96,13 +98,17 @@ def items_path_for(out: Path) -> Path:
 
 
 def is_tiny_policy(model_path: Path, tokenizer: Any = None) -> bool:
-    """The project's tiny policy: `sgpo pretrain` wrote pretrain.json, or (a run checkpoint of it, which
-    carries the tokenizer but not pretrain.json) the tokenizer has the tiny chat template."""
+    """One of the project's tiny policies (tiny, tiny-chat): `sgpo pretrain` wrote pretrain.json, or (a run
+    checkpoint, which carries the tokenizer but not pretrain.json) the tokenizer has its chat template."""
     if (model_path / "pretrain.json").is_file():
         return True
+    from sgpo.tasks.chat import CHATML_TEMPLATE
     from sgpo.tasks.tiny import CHAT_TEMPLATE
 
-    return tokenizer is not None and getattr(tokenizer, "chat_template", None) == CHAT_TEMPLATE
+    return tokenizer is not None and getattr(tokenizer, "chat_template", None) in (
+        CHAT_TEMPLATE,
+        CHATML_TEMPLATE,
+    )
 
 
 def prompt_style(template: str, model_path: Path, tokenizer: Any) -> PromptStyle:
@@ -116,29 +122,31 @@ def prompt_style(template: str, model_path: Path, tokenizer: Any) -> PromptStyle
     return "custom"
 
 
-def build_prompter(
-    style: PromptStyle, template: str, render_chat: Callable[[list[dict[str, str]]], str]
-) -> Any:
-    """A function problem -> prompt text for `style`."""
+def prompt_config(style: PromptStyle, template: str, model_path: Path, tokenizer: Any = None) -> PromptConfig:
+    """The `PromptConfig` of a style: `tiny` is the prompt the tiny policy (plain) or the tiny chat policy (its
+    chat prompt) was trained on, read from the folder (`sgpo.tasks.chat.policy_prompt`); `chat` the chat
+    template with the Qwen2.5-Math instruction as the system message; `plain` the problem and the instruction as
+    text; `custom` the given template."""
     if style == "tiny":
-        from sgpo.tasks.arith import format_prompt
+        from sgpo.tasks.chat import CHAT_PROMPT, CHATML_TEMPLATE, policy_prompt
 
-        return format_prompt
+        found = policy_prompt(model_path)
+        if found is None and getattr(tokenizer, "chat_template", None) == CHATML_TEMPLATE:
+            found = CHAT_PROMPT
+        return (found or PromptConfig()).model_copy(update={"tokenizer": None})
     if style == "plain":
-        return lambda problem: f"{problem}\n{INSTRUCTION}\n"
+        return PromptConfig(format="plain", template=f"{{problem}}\n{INSTRUCTION}\n")
     if style == "custom":
-        return lambda problem: template.replace("{problem}", problem)
+        return PromptConfig(format="plain", template=template)
+    return PromptConfig(format="chat", system=INSTRUCTION)
 
-    def chat(problem: str) -> str:
-        system = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": problem}]
-        try:
-            return render_chat(system)
-        except (
-            Exception
-        ):  # a template without a system role (Gemma, Mistral) raises: fold it into the user turn
-            return render_chat([{"role": "user", "content": f"{problem}\n{INSTRUCTION}"}])
 
-    return chat
+def build_prompter(style: PromptStyle, template: str, model_path: Path, tokenizer: Any) -> Prompter:
+    """The `Prompter` (`sgpo.common.prompts`, the renderer training uses too) of `style` for this model, rendering
+    with the engine's own `tokenizer`."""
+    from sgpo.common.prompts import build_prompter as build
+
+    return build(prompt_config(style, template, model_path, tokenizer), tokenizer)
 
 
 # ---------------------------------------------------------------- scoring
@@ -204,7 +212,7 @@ def evaluate_benchmark(
     items: Sequence[BenchmarkItem],
     engine: Any,
     verifier: Any,
-    prompter: Callable[[str], str],
+    prompter: Prompter,
     opts: EvalOptions,
     max_tokens: int,
     on_generated: Callable[[int], None] = lambda n: None,
@@ -218,7 +226,7 @@ def evaluate_benchmark(
     from sgpo.generator.sampling import SamplingParams
 
     t0 = time.perf_counter()
-    prompts = [prompter(it.problem) for it in items]
+    prompts = [prompter.render(it.problem) for it in items]
     fits = [engine.count_tokens(p) < engine.max_model_len for p in prompts]
     on_generated(sum(not f for f in fits))
     todo = [i for i, f in enumerate(fits) if f]
@@ -231,6 +239,7 @@ def evaluate_benchmark(
             top_p=opts.top_p,
             max_tokens=max_tokens,
             seed=_chunk_seed(opts.seed, name, chunk[0]),
+            stop=tuple(prompter.with_stop(())),
         )
         return list(engine.generate([prompts[i] for i in chunk], params))
 
@@ -451,7 +460,7 @@ def evaluate(opts: EvalOptions, data: dict[BenchmarkName, list[BenchmarkItem]], 
             note = arith_split_note(opts.model_path)
             if note:
                 err.print(f"note: {note}", highlight=False, markup=False)
-        prompter = build_prompter(style, opts.prompt_template, engine.render_chat)
+        prompter = build_prompter(style, opts.prompt_template, opts.model_path, tokenizer)
         max_tokens = opts.max_tokens or DEFAULT_MAX_TOKENS[style]
         if opts.temperature == 0 and opts.k > 1:
             err.print(f"note: temperature 0 is greedy: the {opts.k} samples of a problem will be identical")

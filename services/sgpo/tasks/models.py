@@ -1,7 +1,9 @@
 """Model aliases: the names a config or a command line may give instead of a model folder.
 
 `tiny` is the project's pretrained tiny policy (pretrained into the cache on first use), `tiny-random` the
-same architecture with random weights (built in well under a second). Services take a folder or hub id only;
+same architecture with random weights (built in well under a second), `tiny-chat` the pretrained tiny chat
+policy (a small Qwen2 with a BPE tokenizer and a ChatML template, `sgpo.tasks.chat`; shipped, or pretrained into
+the cache on first use). Services take a folder or hub id only;
 the launchers (`sgpo serve`, `sgpo train`, `sgpo eval`) resolve aliases with `resolve_model` first.
 """
 
@@ -11,15 +13,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
-MODEL_ALIASES = ("tiny", "tiny-random")
+MODEL_ALIASES = ("tiny", "tiny-random", "tiny-chat")
 
 
 def resolve_model(model: str) -> str:
-    """`tiny` -> the pretrained tiny policy (pretrained on first use); `tiny-random` -> random weights; else as is."""
+    """`tiny` / `tiny-chat` -> the pretrained tiny / tiny chat policy (pretrained on first use unless shipped);
+    `tiny-random` -> random weights; else as is."""
     if model == "tiny":
         from sgpo.tasks.tiny import ensure_tiny_policy
 
         return str(ensure_tiny_policy())
+    if model == "tiny-chat":
+        from sgpo.tasks.chat import CHAT_PRESET
+        from sgpo.tasks.tiny import ensure_tiny_policy
+
+        return str(ensure_tiny_policy(preset=CHAT_PRESET))
     if model == "tiny-random":
         from sgpo.tasks.tiny import build_tiny_policy, cache_root
 

@@ -1,4 +1,8 @@
-"""`sgpo pretrain --preset tiny`: supervised fine-tuning of the tiny policy on easy arithmetic chains.
+"""`sgpo pretrain --preset tiny|tiny-chat`: supervised fine-tuning of a tiny policy on easy arithmetic chains.
+
+The tiny policy (`sgpo.tasks.tiny`, character-level Llama) learns the plain prompt `"{problem}\n"`; the tiny chat
+policy (`sgpo.tasks.chat`, Qwen2 with a BPE tokenizer) learns its chat prompt, rendered by the one prompt renderer
+(`sgpo.common.prompts`), so the SFT prompts are exactly the ones RL and evaluation send.
 
 The recipe (model shape, levels, iterations, batch, lr, the teacher's slip rate, seed) is the preset; the
 result is a HF folder with `pretrain.json` (the preset, the greedy and the sampled (T = 1) accuracy per
@@ -16,13 +20,15 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sgpo.tasks.arith import ArithProblem, format_prompt, generate_split, iter_problems, sloppy_solution
 from sgpo.tasks.tiny import TinyPreset, build_tiny_policy
+
+Render = Callable[[str], str]
 
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)\s*$")
 
@@ -50,12 +56,45 @@ def held_out(test: Sequence[ArithProblem], per_level: int) -> set[str]:
     return {p.problem for p in test if counts[p.steps] >= per_level}
 
 
+def build_policy(preset: TinyPreset, out_dir: Path) -> Path:
+    """Write `preset`'s randomly initialised policy and tokenizer to `out_dir`."""
+    from sgpo.tasks.chat import ChatPreset, build_chat_policy
+
+    if isinstance(preset, ChatPreset):
+        return build_chat_policy(out_dir, preset)
+    return build_tiny_policy(out_dir, seed=preset.seed, shape=preset.model)
+
+
+def prompt_record(preset: TinyPreset) -> dict[str, Any]:
+    """The prompt `preset`'s policy is trained on, as pretrain.json records it (a `PromptConfig` without the
+    tokenizer, which is the policy folder itself)."""
+    from sgpo.common.prompts import PromptConfig
+    from sgpo.tasks.chat import ChatPreset
+
+    cfg = (
+        preset.prompt
+        if isinstance(preset, ChatPreset)
+        else PromptConfig(format="plain", template="{problem}\n")
+    )
+    return cfg.model_dump(exclude={"tokenizer", "stop_from_tokenizer"}, exclude_none=True)
+
+
+def renderer(preset: TinyPreset, tokenizer: Any) -> Render:
+    """problem -> the policy's input text, as RL and evaluation render it (`sgpo.common.prompts`)."""
+    from sgpo.common.prompts import PromptConfig, build_prompter
+
+    if prompt_record(preset) == {"format": "plain", "template": "{problem}\n"}:
+        return format_prompt  # the tiny policy's format; the same text
+    return build_prompter(PromptConfig(**prompt_record(preset)), tokenizer).render
+
+
 def _batches(
     problems: Iterator[ArithProblem],
     tokenizer: Any,
     batch_size: int,
     slip_prob: float,
     slip_rng: random.Random,
+    render: Render = format_prompt,
 ) -> Iterator[tuple[Any, Any, Any]]:
     """(input_ids, attention_mask, labels) batches; loss only on the solution and <eos>.
 
@@ -72,8 +111,8 @@ def _batches(
         rows = []
         for _ in range(batch_size):
             p = next(problems)
-            prompt = tokenizer(format_prompt(p.problem))["input_ids"]
-            full = tokenizer(format_prompt(p.problem) + sloppy_solution(p, slip_rng, slip_prob))["input_ids"]
+            prompt = tokenizer(render(p.problem))["input_ids"]
+            full = tokenizer(render(p.problem) + sloppy_solution(p, slip_rng, slip_prob))["input_ids"]
             full.append(eos)
             rows.append((full, len(prompt)))
         rows.sort(key=lambda r: len(r[0]))  # shortest first: the row order every pretrained policy has used
@@ -89,7 +128,11 @@ def _batches(
 
 
 def accuracy_by_level(
-    engine: Any, problems: Sequence[ArithProblem], temperature: float = 0.0, samples: int = 1
+    engine: Any,
+    problems: Sequence[ArithProblem],
+    temperature: float = 0.0,
+    samples: int = 1,
+    render: Render = format_prompt,
 ) -> dict[int, float]:
     """Accuracy per difficulty level (exact final answer) of a generator engine: greedy by default, else the
     mean over `samples` completions per problem at `temperature` (avg@k, seeded). One generate call per level,
@@ -106,7 +149,7 @@ def accuracy_by_level(
     def sample(chunk: list[int]) -> Any:
         budget = max(len(problems[i].solution) for i in chunk) + 24
         params = SamplingParams(n=samples, temperature=temperature, max_tokens=budget, seed=0)
-        return engine.generate([format_prompt(problems[i].problem) for i in chunk], params)
+        return engine.generate([render(problems[i].problem) for i in chunk], params)
 
     def is_correct(pairs: list[tuple[LevelItem, Any]]) -> list[bool]:
         return [extract_answer(c.text) == it.answer for it, c in pairs]
@@ -118,7 +161,8 @@ def accuracy_by_level(
 def pretrain(
     preset: TinyPreset, target: Path, progress: bool = True, threads: int | None = None
 ) -> dict[str, Any]:
-    """SFT the tiny policy of `preset` into `target` (written atomically); returns the pretrain.json record."""
+    """SFT the policy of `preset` (tiny or tiny-chat) into `target` (written atomically); returns the pretrain.json
+    record."""
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -131,8 +175,9 @@ def pretrain(
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_tiny_policy(work, seed=preset.seed, shape=preset.model)
+        build_policy(preset, work)
         tokenizer = AutoTokenizer.from_pretrained(work)
+        render = renderer(preset, tokenizer)
         model = AutoModelForCausalLM.from_pretrained(work, dtype=torch.float32)
         torch.manual_seed(preset.seed)
         test = eval_problems(preset)
@@ -146,6 +191,7 @@ def pretrain(
                     preset.batch_size,
                     preset.slip_prob,
                     random.Random(f"sgpo-sft-slips:{preset.seed}:{i}"),
+                    render,
                 ),
             )
             for i, ph in enumerate(preset.sft_phases)
@@ -204,14 +250,15 @@ def pretrain(
 
         engine = HFEngine(str(work), device="cpu", dtype="float32", max_batch_size=256, batch_wait_s=0.0)
         try:
-            accuracy = accuracy_by_level(engine, test)
-            sampled = accuracy_by_level(engine, test, temperature=1.0, samples=2)
+            accuracy = accuracy_by_level(engine, test, render=render)
+            sampled = accuracy_by_level(engine, test, temperature=1.0, samples=2, render=render)
         finally:
             engine.close()
         eval_s = time.monotonic() - t1
         record = {
             "preset": asdict(preset),
             "digest": preset.digest(),
+            "prompt": prompt_record(preset),
             "accuracy": {str(k): v for k, v in accuracy.items()},
             "sampled_accuracy": {str(k): v for k, v in sampled.items()},
             "final_loss": loss_ema,
@@ -236,7 +283,7 @@ def print_table(record: dict[str, Any], preset: TinyPreset) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"tiny policy accuracy ({preset.eval_per_level} test problems per level)")
+    table = Table(title=f"{preset.name} policy accuracy ({preset.eval_per_level} test problems per level)")
     table.add_column("steps", justify="right")
     table.add_column("greedy", justify="right")
     table.add_column("sampled (T=1)", justify="right")

@@ -35,24 +35,26 @@ def test_tiny_policy_is_detected_without_pretrain_json(tiny_checkpoint: Path) ->
     assert prompt_style("Q: {problem}\nA:", tiny_checkpoint, tok) == "custom"
 
 
-def test_prompt_formats() -> None:
-    seen: list[list[dict[str, str]]] = []
+def test_prompt_formats(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
 
-    def render(messages: list[dict[str, str]]) -> str:
-        seen.append(messages)
-        return "|".join(f"{m['role']}:{m['content']}" for m in messages)
+    from sgpo.tasks.chat import build_chat_tokenizer
 
-    assert build_prompter("tiny", "auto", render)("Start with 3. Add 4.") == "Start with 3. Add 4.\n"
-    assert build_prompter("custom", "Q: {problem}\nA:", render)("1+1?") == "Q: 1+1?\nA:"
-    assert build_prompter("plain", "auto", render)("1+1?") == f"1+1?\n{INSTRUCTION}\n"
-    assert build_prompter("chat", "auto", render)("1+1?") == f"system:{INSTRUCTION}|user:1+1?"
-
-    def no_system(messages: list[dict[str, str]]) -> str:
-        if messages[0]["role"] == "system":
-            raise ValueError("System role not supported")
-        return messages[0]["content"]
-
-    assert build_prompter("chat", "auto", no_system)("1+1?") == f"1+1?\n{INSTRUCTION}"
+    tiny = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert build_prompter("tiny", "auto", tiny_checkpoint, tiny).render("Start with 3. Add 4.") == (
+        "Start with 3. Add 4.\n"
+    )
+    assert build_prompter("custom", "Q: {problem}\nA:", tiny_checkpoint, tiny).render("1+1?") == "Q: 1+1?\nA:"
+    assert build_prompter("plain", "auto", tiny_checkpoint, tiny).render("1+1?") == f"1+1?\n{INSTRUCTION}\n"
+    chat = build_chat_tokenizer()  # a ChatML template, as Qwen2.5's
+    assert build_prompter("chat", "auto", tmp_path, chat).render("1+1?") == (
+        f"<|im_start|>system\n{INSTRUCTION}<|im_end|>\n<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    chat.chat_template = (  # Gemma's way: no system role
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        "{{ m['content'] }}{% endfor %}"
+    )
+    assert build_prompter("chat", "auto", tmp_path, chat).render("1+1?") == f"1+1?\n{INSTRUCTION}"
 
 
 def _eval(tiny_checkpoint: Path, out: Path, *extra: str) -> dict[str, object]:

@@ -28,7 +28,17 @@ def test_tiny_random_resolves_to_a_model_folder_once(cache: Path) -> None:
 def test_a_folder_or_hub_id_is_returned_as_is() -> None:
     assert resolve_model("/models/qwen") == "/models/qwen"
     assert resolve_model("Qwen/Qwen2.5-Math-1.5B") == "Qwen/Qwen2.5-Math-1.5B"
-    assert set(MODEL_ALIASES) == {"tiny", "tiny-random"}
+    assert set(MODEL_ALIASES) == {"tiny", "tiny-random", "tiny-chat"}
+
+
+def test_tiny_chat_resolves_to_its_cache_folder(cache: Path) -> None:
+    """A pretrained tiny chat policy in the cache (pretrain.json written last) is used as it is."""
+    from sgpo.tasks.chat import CHAT_PRESET, build_chat_policy
+    from sgpo.tasks.tiny import policy_dir
+
+    folder = build_chat_policy(policy_dir(CHAT_PRESET, cache))
+    (folder / "pretrain.json").write_text("{}")
+    assert resolve_model("tiny-chat") == str(folder)
 
 
 def test_sgpo_serve_gives_the_generator_a_folder_and_keeps_the_alias_as_its_name(cache: Path) -> None:
