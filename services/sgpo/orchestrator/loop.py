@@ -352,8 +352,10 @@ class Orchestrator:
                 inflight[future], chunk_of[future] = len(chunk), chunk_index
             while inflight:  # finish what is in flight: whole groups only
                 drain(block=True)
+        calls = {r.target: r.calls for r in self.clients.generators.replicas} if self.clients else {}
         log.info(
-            "orchestrator finished", extra={"enqueued": self.stats.enqueued, "by_kind": self.stats.by_kind}
+            "orchestrator finished",
+            extra={"enqueued": self.stats.enqueued, "by_kind": self.stats.by_kind, "generate_calls": calls},
         )
         return self.stats
 

@@ -27,8 +27,19 @@ from tests.support import ROOT
 
 def test_tiny_preset_is_the_tiny_recipe_with_todays_values() -> None:
     tiny = TRAIN_PRESETS["tiny"]
-    assert (tiny.steps, tiny.batch_groups, tiny.group_size, tiny.lr, tiny.max_tokens) == (60, 16, 8, 3e-4, 160)
-    assert (tiny.train_per_level, tiny.eval_per_level, tiny.eval_samples, tiny.eval_every) == (2000, 100, 4, 20)
+    assert (tiny.steps, tiny.batch_groups, tiny.group_size, tiny.lr, tiny.max_tokens) == (
+        60,
+        16,
+        8,
+        3e-4,
+        160,
+    )
+    assert (tiny.train_per_level, tiny.eval_per_level, tiny.eval_samples, tiny.eval_every) == (
+        2000,
+        100,
+        4,
+        20,
+    )
     assert (tiny.checkpoint_every, tiny.max_policy_lag, tiny.temperature) == (10, 1, 1.0)
     assert resolve_recipe(TrainOptions()).spec.name == "tiny"
     assert resolve_recipe(TrainOptions(preset="tiny")).path == RECIPES_DIR / "tiny.toml"
@@ -125,7 +136,16 @@ def test_shipped_recipes_resolve_to_valid_service_configs(name: str, tmp_path: P
     train = tmp_path / "train.jsonl"
     train.write_text('{"problem": "1+1", "answer": "2"}\n')
     doc = build_run_config(
-        recipe.preset, opts, tmp_path, policy, "redis://x", train, ports, 3, recipe, layout  # type: ignore[arg-type]
+        recipe.preset,
+        opts,
+        tmp_path,
+        policy,
+        "redis://x",
+        train,
+        ports,
+        3,
+        recipe,
+        layout,  # type: ignore[arg-type]
     )
     (tmp_path / "run.toml").write_text(tomli_w.dumps(doc))
     validate_configs(tmp_path / "run.toml")
