@@ -750,8 +750,11 @@ class TrainRun:
             monitor.poll()
             progress.update(task, completed=monitor.step)
         self.cluster.stop_service("orchestrator")
-        # The last step's policy, unless the loop evaluated it just before the run ended.
+        # The last step's policy, unless the loop evaluated it just before the run ended; on the replicas that
+        # hold the newest weights (one that restarted late may still be catching up).
         if not self.evals or self.evals[-1]["step"] != monitor.step:
+            versions = [v for v in self.pool.versions().values() if v is not None]
+            self._evaluated_version = max(versions, default=0)
             self._mark_best(self._evaluate(monitor.step, eval_path, doc), None)
 
     def _evaluate_paused(self, step: int, eval_path: Path, doc: dict[str, Any]) -> int:
