@@ -108,11 +108,20 @@ def test_tiny_chat_recipe_trains_through_replicas_and_torchrun_and_survives_a_re
     (loaded,) = log_records(logs / "trainer.log", "model loaded")
     assert loaded["world"] == 2
 
-    # replica 1 was killed mid-run and started again by the launcher (with the initial weights, version 0); it
-    # ends on the newest weights (sent by the trainer's watch, or by the next publish, whichever came first)
+    # replica 1 was killed after step 1 and started again by the launcher with the initial weights (version 0);
+    # the evaluation of step 2 waited for it, the trainer's watch sent it v2, and it ended on v4
     assert killed and summary["restarts"] == {"generator-1": 1}
-    updates = [u["version"] for u in log_records(logs / "generator-1.log", "weights updated")]
-    assert updates and updates[-1] == 4, updates
+    services = json.loads((logs / "services.json").read_text())
+    target = f"127.0.0.1:{services['generator-1']['port']}"
+    caught = log_records(logs / "trainer.log", "replica caught up")
+    assert [r["version"] for r in caught if r["target"] == target] == [2], caught
+    second_life = (logs / "generator-1.log").read_text().split('"msg": "engine loaded"')[-1]
+    updates = [
+        json.loads(ln[ln.index("{") :])["version"]
+        for ln in second_life.splitlines()
+        if "weights updated" in ln
+    ]
+    assert updates == [2, 3, 4], updates
     assert [u["version"] for u in log_records(logs / "generator-0.log", "weights updated")] == [1, 2, 3, 4]
     # ... and no replica sampled past the staleness bound (max_policy_lag 1): the groups of trainer step s
     # came from policy version >= s - 2, the restarted replica's version-0 weights included

@@ -29,6 +29,9 @@ from sgpo.core.algos import ALGORITHMS
 from sgpo.launch.presets import Recipe, RecipeError, TrainPreset, load_recipe, parse_gpus
 
 log = logging.getLogger(__name__)
+# How long an evaluation waits for every generator replica to serve the evaluated weights (one restarting
+# loads its model first: minutes for a large model on vLLM).
+REPLICA_WAIT_S = 600.0
 SERVICE_ORDER = ("verifier", "judge", "generator", "trainer", "orchestrator")
 # every algorithm sgpo.core knows, SGPO first (the default)
 ALGOS = ("sgpo", *(name for name in ALGORITHMS if name != "sgpo"))
@@ -773,10 +776,12 @@ class TrainRun:
             self._evaluate(step, eval_path, doc)
             return step
         try:
-            # every replica that answers serves this step's weights (the trainer sends them to each)
-            deadline = time.monotonic() + 60
-            while self._version() != status.policy_version and time.monotonic() < deadline:
-                time.sleep(0.2)
+            # Every live replica serves this step's weights (the trainer sends them to each, and to one that
+            # restarted once it has loaded): the evaluation spreads over all of them. Bounded: past it, only the
+            # replicas that hold the weights evaluate (the pool's min_version).
+            deadline = time.monotonic() + REPLICA_WAIT_S
+            while not self._replicas_serve(int(status.policy_version)) and time.monotonic() < deadline:
+                time.sleep(0.5)
             self._evaluated_version = int(status.policy_version)
             result = self._evaluate(int(status.step), eval_path, doc)
             self._mark_best(result, trainer)
@@ -811,6 +816,18 @@ class TrainRun:
             return
         point_best(self.run_dir, step, result)
         self.best = result
+
+    def _replicas_serve(self, version: int) -> bool:
+        """Whether every generator replica that has not failed for good answers with `version` or newer (one that
+        is restarting does not answer yet)."""
+        versions = self.pool.versions()
+        for name in self.layout.generator_names:
+            if name in self.cluster.failed:
+                continue
+            v = versions.get(self.cluster.target(name))
+            if v is None or v < version:
+                return False
+        return True
 
     def _version(self) -> int:
         """The oldest policy version the generator replicas that answer serve (-1: none answers)."""

@@ -159,3 +159,14 @@ def test_shipped_recipes_resolve_to_valid_service_configs(name: str, tmp_path: P
     if layout.judge_gpus:  # the judge asks the judge model the launcher serves
         llm = doc["judge"]["backend"]["llm"]
         assert llm["base_url"] == f"http://127.0.0.1:{ports['judge-llm'][2]}/v1" and llm["model"] == "judge"
+
+
+def test_config_holding_a_recipe_is_the_recipe_and_recipe_with_preset_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text((RECIPES_DIR / "tiny-chat.toml").read_text())
+    assert resolve_recipe(TrainOptions(config=path)).spec.name == "tiny-chat"
+    with pytest.raises(RecipeError, match="not both"):
+        resolve_recipe(TrainOptions(recipe=path, preset="tiny"))
+    plain = tmp_path / "override.toml"
+    plain.write_text("[trainer]\nlr = 0.1\n")
+    assert resolve_recipe(TrainOptions(config=plain)).spec.name == "tiny"  # an override file, not a recipe
