@@ -215,7 +215,8 @@ def recipe_path(name_or_path: str | Path) -> Path:
     if p.is_file():
         return p
     shipped = RECIPES_DIR / f"{p.name.removesuffix('.toml')}.toml"
-    if p.parent == Path(".") and shipped.is_file():
+    # `tiny-chat`, or `recipes/tiny-chat.toml` run outside a checkout (the package ships the same files)
+    if (p.parent == Path(".") or p.parent == Path("recipes")) and shipped.is_file():
         return shipped
     names = ", ".join(shipped_recipes())
     raise RecipeError(f"no recipe file {name_or_path}; give a TOML path or a shipped recipe ({names})")
