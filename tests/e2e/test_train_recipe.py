@@ -8,7 +8,9 @@ trained exactly once and all-negative groups colored.
 
 The recipe names the `tiny-chat` policy; until that alias is built by `sgpo.tasks`, the run is given the
 tiny policy (`--policy tiny`, the shipped one, copied into the cache). 2026-12-07 on the shared 2-core VM
-(load ~16), the 4-step run took 6 minutes.
+(load ~16, other sessions' tests running), the whole test took 362 s: 48 groups (23 all-negative, all 23
+colored), held-out accuracy (greedy, 64 problems) 0.312 -> 0.344 -> 0.266 at steps 0 / 2 / 4 (4 steps prove
+the path, not learning).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def log_records(path: Path, msg: str) -> list[dict]:  # type: ignore[type-arg]
     return out
 
 
+@pytest.mark.timeout(1800)  # 6 minutes measured on the busy 2-core VM; the run's own timeout is 1,500 s
 def test_tiny_chat_recipe_trains_through_replicas_and_torchrun_and_survives_a_replica_kill(
     tmp_path: Path, redis_url: str
 ) -> None:
