@@ -220,6 +220,10 @@ def local_argv(argv: list[str]) -> list[str]:
     """Container executables -> their local equivalents (same code, this interpreter)."""
     if argv[:1] == ["sgpo"]:
         return [sys.executable, "-m", "sgpo.cli", *argv[1:]]
+    if argv[:1] == ["torchrun"] and "--no-python" in argv:  # torchrun ... --no-python sgpo ARGS
+        i = argv.index("--no-python")
+        assert argv[i + 1] == "sgpo", argv
+        return [sys.executable, "-m", "torch.distributed.run", *argv[1:i], "-m", "sgpo.cli", *argv[i + 2 :]]
     if argv[:1] == ["sgpo-healthcheck"]:
         return [sys.executable, str(ROOT / "deploy" / "healthcheck.py"), *argv[1:]]
     if argv[:2] == ["sh", "-c"]:
@@ -305,6 +309,12 @@ def unwritten_services() -> set[str]:
     }
 
 
+def config_json(stdout: str) -> dict[str, Any]:
+    """The config `--print-config` printed (under torchrun the agent may print after the worker's JSON)."""
+    cfg, _ = json.JSONDecoder().raw_decode(stdout[stdout.index("{") :])
+    return dict(cfg)
+
+
 def print_config(service: LocalService) -> subprocess.CompletedProcess[str]:
     argv = service.argv
     assert service.role is not None
@@ -355,6 +365,49 @@ def test_docker_compose_resolves_each_profile(profile: str) -> None:
         assert "policy-init" in services
     else:
         assert gpu_services == {"generator", "trainer", "judge-llm"}, gpu_services
+
+
+def test_gpu_profile_with_generator_replicas_and_a_torchrun_trainer(tmp_path: Path) -> None:
+    """Two generator replicas addressed one by one, a 4-process trainer under torchrun, a 2-GPU judge model:
+    the resolved file wires them, and the trainer's and orchestrator's environments resolve to configs that
+    list both replicas."""
+    env = compose_env(
+        SGPO_GENERATOR_TARGETS="generator:50051,generator-1:50051",
+        SGPO_GENERATOR_1_GPUS="1",
+        SGPO_TRAINER_GPUS="2,3,4,5",
+        SGPO_TRAINER_PROCS="4",
+        SGPO_JUDGE_GPUS="6,7",
+        SGPO_JUDGE_TP="2",
+    )
+    resolved = resolve_compose(["gpu", "judge-llm", "generator-1"], env)
+    services = resolved["services"]
+    assert sgpo_role(services["generator-1"]) == "generator"
+    assert services["generator-1"]["environment"] == services["generator"]["environment"]
+    assert not services["generator-1"].get("ports"), "only the first replica publishes the OpenAI port"
+
+    def gpus(name: str) -> list[str]:
+        (dev,) = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        return list(dev["device_ids"])
+
+    assert (gpus("generator"), gpus("generator-1"), gpus("trainer")) == (["0"], ["1"], ["2,3,4,5"])
+    trainer = services["trainer"]
+    assert trainer["entrypoint"] == ["torchrun", "--standalone", "--nproc-per-node=4", "--no-python", "sgpo"]
+    assert "--tensor-parallel-size=2" in services["judge-llm"]["command"]
+    mapping = LocalMapping(resolved, tmp_path, "redis://127.0.0.1:6379/0")
+    model = model_folder_stub()
+    for name in ("orchestrator", "trainer"):
+        local = mapping.local(name)
+        for key in ("SGPO_TRAINER__MODEL_PATH",):
+            if key in local.env and not Path(local.env[key]).exists():
+                Path(local.env[key]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(model, local.env[key])
+        if name == "trainer":  # the container's torchrun, mapped to this interpreter's
+            assert local.argv[1:3] == ["-m", "torch.distributed.run"] and "--nproc-per-node=4" in local.argv
+        r = print_config(local)
+        assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
+        targets = config_json(r.stdout)["generator_target"]
+        replicas = [mapping.ports[n][50051] for n in ("generator", "generator-1")]
+        assert targets == [f"127.0.0.1:{p}" for p in replicas], name
 
 
 def test_no_profile_starts_only_the_shared_services() -> None:
@@ -474,14 +527,16 @@ def test_every_compose_service_resolves_to_a_valid_config(profile: str, tmp_path
     ]
     assert not failures, "\n".join(failures)
     for s, r in zip(services, results, strict=True):
-        cfg = json.loads(r.stdout)
+        cfg = config_json(r.stdout)
         prefix = f"SGPO_{s.role.upper()}__"  # type: ignore[union-attr]
         assert cfg["host"] == "127.0.0.1"  # the compose file's 0.0.0.0, mapped to loopback here
         assert cfg["port"] == int(s.env[prefix + "PORT"]) and cfg["metrics_port"] == int(
             s.env[prefix + "METRICS_PORT"]
         )
-        if s.role == "orchestrator":
-            assert cfg["generator_target"].startswith("127.0.0.1:")
+        if s.role in ("orchestrator", "trainer"):  # the generator replicas, one target each
+            assert cfg["generator_target"] and all(
+                t.startswith("127.0.0.1:") for t in cfg["generator_target"]
+            )
         if s.role == "judge":
             assert cfg["backend"]["type"] == ("symbolic" if profile == "cpu" else "cascade")
     if unwritten:

@@ -4,7 +4,11 @@ The chart is rendered by Helm's own engine (the `helm-python-sdk` package binds 
 default, CPU and GPU values; `kubectl kustomize` builds the base and the example overlay. Every resource is
 validated against the Kubernetes OpenAPI schemas (`kubernetes-validate`, strict: unknown fields fail); the
 ServiceMonitor (a Prometheus Operator CRD that package has no schema for) is checked against the Services
-it must select. The rendered pods' environment and config map resolve to valid service configs.
+it must select; the LeaderWorkerSet of multi-node training (an LWS CRD) against the fields of its v1 API the
+chart uses (`LWS_SCHEMA`, unknown fields fail), its leader and worker pod templates against Kubernetes'
+PodTemplate schema. The rendered pods' environment and config map resolve to valid service configs; the
+multi-GPU shapes (generator replicas one by one, torchrun trainer, multi-node trainer, judge model tensor
+parallelism) are wired the way the services expect.
 """
 
 from __future__ import annotations
@@ -41,14 +45,79 @@ def values(name: str) -> dict[str, Any]:
     return dict(yaml.safe_load(path.read_text())) if path else {}
 
 
+# The fields of leaderworkerset.x-k8s.io/v1 LeaderWorkerSet the chart renders (sigs.k8s.io/lws, API v1,
+# config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml); the pod templates are checked separately.
+_NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}
+LWS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "leaderworkerset.x-k8s.io/v1"},
+        "kind": {"const": "LeaderWorkerSet"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": _NAME, "labels": {"type": "object"}, "namespace": _NAME},
+            "additionalProperties": False,
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["leaderWorkerTemplate"],
+            "properties": {
+                "replicas": {"type": "integer", "minimum": 0},
+                "startupPolicy": {"enum": ["LeaderCreated", "LeaderReady"]},
+                "leaderWorkerTemplate": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["workerTemplate"],
+                    "properties": {
+                        "size": {"type": "integer", "minimum": 1},
+                        "restartPolicy": {"enum": ["RecreateGroupOnPodRestart", "None"]},
+                        "leaderTemplate": {"type": "object"},
+                        "workerTemplate": {"type": "object"},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def validate_lws(doc: dict[str, Any]) -> list[str]:
+    import jsonschema
+    import kubernetes_validate
+
+    what = f"LeaderWorkerSet/{doc['metadata']['name']}"
+    errors = [
+        f"{what}: {e.json_path}: {e.message}" for e in jsonschema.Draft7Validator(LWS_SCHEMA).iter_errors(doc)
+    ]
+    for role in ("leaderTemplate", "workerTemplate"):
+        template = doc["spec"]["leaderWorkerTemplate"].get(role)
+        if template is None:
+            continue
+        pod = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(pod, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                errors.append(f"{what} {role} (k8s {version}): {'/'.join(map(str, e.path))}: {e.message}")
+    return errors
+
+
 def validate_k8s(docs: list[dict[str, Any]]) -> list[str]:
-    """Errors of every resource against the Kubernetes schemas; CRDs other than ServiceMonitor are errors."""
+    """Errors of every resource against the Kubernetes schemas; CRDs other than ServiceMonitor and
+    LeaderWorkerSet are errors."""
     import kubernetes_validate
 
     errors = []
     for doc in docs:
         what = f"{doc['kind']}/{doc['metadata']['name']}"
         if doc["kind"] == "ServiceMonitor":
+            continue
+        if doc["kind"] == "LeaderWorkerSet":
+            errors += validate_lws(doc)
             continue
         for version in K8S_VERSIONS:
             try:
@@ -205,10 +274,80 @@ def test_chart_rejects_bad_values_with_clear_errors() -> None:
         render_chart({"judge": {"backend": "llm"}})
     with pytest.raises(helm.HelmError, match=r"set redis.externalUrl"):
         render_chart({"redis": {"enabled": False}})
+    with pytest.raises(
+        helm.HelmError, match=r"generator.gpus \(1\) must equal generator.tensorParallelSize \(2\)"
+    ):
+        render_chart({"generator": {"tensorParallelSize": 2}})
+    with pytest.raises(helm.HelmError, match=r"judgeLlm.gpus \(1\) must be at least"):
+        render_chart({"judgeLlm": {"enabled": True, "tensorParallelSize": 2}})
     docs = render_chart({"judge": {"backend": "llm", "endpoint": "http://judge-llm.example:8000/v1"}})
     judge = workloads(docs)["judge"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in judge["env"]}
     assert env["SGPO_JUDGE__BACKEND__BASE_URL"] == "http://judge-llm.example:8000/v1"
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_generator_replicas_are_addressed_one_by_one_and_the_trainer_runs_torchrun() -> None:
+    """2 generator replicas of 2 GPUs (tensor parallel), a 4-GPU trainer, a judge model over 2 GPUs."""
+    docs = render_chart(
+        {
+            "generator": {"replicas": 2, "gpus": 2, "tensorParallelSize": 2},
+            "trainer": {"gpus": 4},
+            "judge": {"backend": "cascade"},
+            "judgeLlm": {"enabled": True, "gpus": 2, "tensorParallelSize": 2},
+        }
+    )
+    errors = validate_k8s(docs)
+    assert not errors, "\n".join(errors)
+    work, services = workloads(docs), by_kind(docs, "Service")
+    gen = work["generator"]
+    assert gen["kind"] == "StatefulSet" and gen["spec"]["replicas"] == 2
+    headless = services[gen["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    assert headless["spec"]["selector"].items() <= gen["spec"]["template"]["metadata"]["labels"].items()
+    pods = [f"{gen['metadata']['name']}-{i}.{headless['metadata']['name']}:50051" for i in range(2)]
+    for role in ("orchestrator", "trainer"):  # the pods' DNS names (StatefulSet pod . headless Service)
+        env = env_of(work[role]["spec"]["template"]["spec"]["containers"][0])
+        assert env[f"SGPO_{role.upper()}__GENERATOR_TARGET"] == ",".join(pods), role
+    (g,) = gen["spec"]["template"]["spec"]["containers"]
+    assert env_of(g)["SGPO_GENERATOR__TENSOR_PARALLEL_SIZE"] == "2"
+    assert g["resources"]["limits"]["nvidia.com/gpu"] == 2
+    (t,) = work["trainer"]["spec"]["template"]["spec"]["containers"]
+    assert t["command"] == ["torchrun", "--standalone", "--nproc-per-node=4", "--no-python", "sgpo"]
+    assert t["args"][:2] == ["serve", "trainer"] and t["resources"]["limits"]["nvidia.com/gpu"] == 4
+    judge_llm = work["judge-llm"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--tensor-parallel-size=2" in judge_llm["args"]
+    # one GPU trainer: the image's entrypoint, no torchrun
+    (t1,) = workloads(render_chart({}))["trainer"]["spec"]["template"]["spec"]["containers"]
+    assert "command" not in t1
+
+
+def test_multi_node_trainer_is_a_leader_worker_set() -> None:
+    docs = render_chart({"trainer": {"gpus": 8, "nodes": 2}, "generator": {"replicas": 4}})
+    errors = validate_k8s(docs)
+    assert not errors, "\n".join(errors)
+    assert "trainer" not in workloads(docs)
+    (lws,) = by_kind(docs, "LeaderWorkerSet").values()
+    tpl = lws["spec"]["leaderWorkerTemplate"]
+    assert tpl["size"] == 2 and tpl["restartPolicy"] == "RecreateGroupOnPodRestart"
+    leader, worker = (tpl[k]["spec"]["containers"][0] for k in ("leaderTemplate", "workerTemplate"))
+    for c in (leader, worker):
+        assert c["command"][:1] == ["torchrun"] and c["command"][-2:] == ["--no-python", "sgpo"]
+        assert {"--nnodes=$(LWS_GROUP_SIZE)", "--node-rank=$(LWS_WORKER_INDEX)", "--nproc-per-node=8"} <= set(
+            c["command"]
+        )
+        assert "--master-addr=$(LWS_LEADER_ADDRESS)" in c["command"]
+        assert c["args"][:2] == ["serve", "trainer"] and c["resources"]["limits"]["nvidia.com/gpu"] == 8
+        assert env_of(c)["SGPO_TRAINER__GENERATOR_TARGET"].count(",") == 3  # 4 replicas
+    # rank 0 (the leader) alone serves gRPC: probes and the Service are its own
+    assert "readinessProbe" in leader and "readinessProbe" not in worker and "ports" not in worker
+    service = by_kind(docs, "Service")["sgpo-trainer"]["spec"]["selector"]
+    labels = {k: tpl[k]["metadata"]["labels"] for k in ("leaderTemplate", "workerTemplate")}
+    assert service.items() <= labels["leaderTemplate"].items()
+    assert not service.items() <= labels["workerTemplate"].items()
 
 
 def test_helm_lint_is_clean() -> None:

@@ -1,4 +1,5 @@
-"""`sgpo train --preset tiny`: the whole topology on one machine, as local processes, with progress and plots.
+"""`sgpo train --preset tiny` or `sgpo train --recipe recipes/NAME.toml`: the whole topology on one machine, as
+local processes (generator replicas, a torchrun trainer, each on its GPUs), with progress and plots.
 
 The run itself is `sgpo.launch.train.train`; its module docstring describes the run folder.
 """
@@ -11,14 +12,24 @@ from pathlib import Path
 from sgpo.launch.presets import TRAIN_PRESETS
 from sgpo.launch.train import ALGOS
 
-HELP = "train end to end on one machine: every service as a local process (--preset tiny runs on a CPU)"
+HELP = (
+    "train end to end on one machine from a recipe: every service as a local process "
+    "(--preset tiny runs on a CPU; --recipe recipes/NAME.toml any local Hugging Face model)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--preset", choices=sorted(TRAIN_PRESETS), default="tiny", help="run preset (default: tiny)"
+        "--preset",
+        choices=sorted(TRAIN_PRESETS),
+        help="a shipped recipe by name (default: tiny when no --recipe is given)",
     )
-    p.add_argument("--algo", choices=list(ALGOS), default="sgpo", help="algorithm (default: sgpo)")
+    p.add_argument(
+        "--recipe",
+        type=Path,
+        help="recipe TOML ([recipe] table plus service tables; see recipes/ and docs/train-real-model.md)",
+    )
+    p.add_argument("--algo", choices=list(ALGOS), help="algorithm (default: the recipe's, sgpo)")
     p.add_argument("--steps", type=int, help="trainer steps (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="seed for data order, sampling and training")
     p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset>-<algo>-s<seed>-<time>)")
@@ -37,9 +48,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: the preset's, 1.0, the rollout temperature)",
     )
     p.add_argument(
-        "--policy", type=Path, help="initial policy folder (default: the preset's pretrained policy)"
+        "--policy",
+        help="initial policy: a local Hugging Face folder or an alias such as tiny (default: the recipe's)",
     )
-    p.add_argument("--config", type=Path, help="TOML whose tables override the generated run.toml's")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="TOML whose tables override the generated run.toml's (a file with a [recipe] table is the recipe)",
+    )
+    p.add_argument(
+        "--generator-gpus",
+        type=parse_gpu_list,
+        help="GPUs of the generator replicas, e.g. 0,1 or 0-3: one replica per tensor-parallel group",
+    )
+    p.add_argument(
+        "--trainer-gpus", type=parse_gpu_list, help="GPUs of the trainer, e.g. 2-5: one torchrun process each"
+    )
+    p.add_argument(
+        "--judge-gpus",
+        type=parse_gpu_list,
+        help="GPUs of a local judge model (the recipe's [recipe.judge_model]), e.g. 6,7",
+    )
+    p.add_argument(
+        "--generator-replicas",
+        type=int,
+        help="generator replicas without --generator-gpus (e.g. 2 on a CPU; default: the recipe's)",
+    )
+    p.add_argument(
+        "--trainer-procs",
+        type=int,
+        help="trainer processes without --trainer-gpus (torchrun with gloo on a CPU; default: the recipe's)",
+    )
     p.add_argument("--replay", type=Path, help="offline mode: train on groups recorded by `sgpo record`")
     p.add_argument(
         "--epochs", type=int, default=0, help="with --replay: passes over the file (0: until --steps)"
@@ -61,6 +100,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="experiment trackers, comma-separated: tensorboard, wandb, mlflow, or none "
         "(default: [tracking] backends of --config, else tensorboard)",
     )
+
+
+def parse_gpu_list(text: str) -> tuple[int, ...]:
+    """`--trainer-gpus 2-5` -> (2, 3, 4, 5); a bad list is a usage error that shows the accepted forms."""
+    from sgpo.launch.presets import parse_gpus
+
+    try:
+        gpus = parse_gpus(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not gpus:
+        raise argparse.ArgumentTypeError(f"no GPU given in {text!r}; e.g. 0,1 or 2-5")
+    return gpus
 
 
 def parse_tracking(text: str) -> tuple[str, ...]:

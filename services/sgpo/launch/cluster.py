@@ -1,6 +1,8 @@
 """LocalCluster: runs services as supervised local processes, plus an embedded Redis when none is given.
 
-Each service is started exactly as a user (or docker compose) would: `sgpo serve NAME --config run.toml`.
+Each service is started exactly as a user (or docker compose) would: `sgpo serve NAME --config run.toml`;
+a service with several processes (the trainer on several GPUs) under `torchrun --nproc-per-node N`. Several
+processes of one service (generator replicas) are instances with names of their own (`generator-0`, ...).
 A service that dies while the run is going is restarted (its ports stay the same); every child gets
 SIGTERM when the launcher exits, even if it is killed (PR_SET_PDEATHSIG), so no process is orphaned.
 """
@@ -49,12 +51,38 @@ class EmbeddedRedis:
 @dataclass
 class ServiceSpec:
     name: str
+    """The instance's name: its log file, services.json entry and target (`generator-1`)."""
     port: int
     metrics_port: int
     env: dict[str, str] = field(default_factory=dict)
+    """Extra environment (CUDA_VISIBLE_DEVICES, SGPO_<SERVICE>__* overrides of run.toml)."""
     restart: bool = True
-    # Called after a restart once the service is healthy (e.g. reload the latest weights into the generator).
+    # Called after a restart once the service is healthy.
     after_restart: Callable[[ServiceSpec], None] | None = None
+    service: str = ""
+    """What `sgpo serve` runs (default: `name`)."""
+    procs: int = 1
+    """Processes: more than 1 runs `torchrun --nproc-per-node procs` (rank 0 serves gRPC and metrics)."""
+
+    def command(self, config_path: Path) -> list[str]:
+        serve = ["-m", "sgpo.cli", "serve", self.service or self.name, "--config", str(config_path)]
+        if self.procs <= 1:
+            return [sys.executable, *serve]
+        from sgpo.common.ports import free_port
+
+        # a new rendezvous port per (re)start: the old one may linger in TIME_WAIT
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(self.procs),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(free_port()),
+            *serve,
+        ]
 
 
 @dataclass
@@ -84,6 +112,8 @@ class LocalCluster:
 
         state = {
             n: {
+                "service": r.spec.service or n,
+                "procs": r.spec.procs,
                 "pid": r.proc.pid,
                 "port": r.spec.port,
                 "metrics_port": r.spec.metrics_port,
@@ -97,12 +127,12 @@ class LocalCluster:
 
     def _spawn(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
-        prefix = f"SGPO_{spec.name.upper()}__"
+        prefix = f"SGPO_{(spec.service or spec.name).upper()}__"
         env.update(
             {f"{prefix}PORT": str(spec.port), f"{prefix}METRICS_PORT": str(spec.metrics_port), **spec.env}
         )
         log_file = (self.log_dir / f"{spec.name}.log").open("ab")
-        cmd = [sys.executable, "-m", "sgpo.cli", "serve", spec.name, "--config", str(self.config_path)]
+        cmd = spec.command(self.config_path)
         try:
             return subprocess.Popen(
                 cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent

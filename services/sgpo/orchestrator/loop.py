@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Protocol, cast
@@ -45,12 +46,19 @@ class Pacer(Protocol):
 
     def ready(self, groups_ahead: int) -> bool: ...
 
+    def min_version(self, groups_ahead: int) -> int:
+        """The oldest policy version a generator replica may produce these groups with."""
+        ...
+
 
 class NoPacing:
     poll_s = 0.0
 
     def ready(self, groups_ahead: int) -> bool:
         return True
+
+    def min_version(self, groups_ahead: int) -> int:
+        return 0
 
 
 @dataclass
@@ -228,8 +236,11 @@ class Orchestrator:
                 },
             )
 
-    def process_chunk(self, chunk: list[tuple[int, Prompt]], chunk_index: int = 0) -> list[ScoredGroup]:
-        """Generate, verify, judge and score one chunk of prompts; the groups to enqueue."""
+    def process_chunk(
+        self, chunk: list[tuple[int, Prompt]], chunk_index: int = 0, min_version: int = 0
+    ) -> list[ScoredGroup]:
+        """Generate (on a replica holding policy version >= `min_version`), verify, judge and score one chunk
+        of prompts; the groups to enqueue."""
         assert self.clients is not None
         cfg = self.cfg
         prompts = [p for _, p in chunk]
@@ -249,7 +260,7 @@ class Orchestrator:
                 generator_pb2.GenerateResponse,
                 self._call(
                     "generator",
-                    self.clients.generator.Generate,
+                    partial(self.clients.generators.generate, min_version=min_version, stop=self.stop),
                     generator_pb2.GenerateRequest(prompts=texts, sampling=sampling),
                     cfg.generate_timeout_s,
                     cfg.retry,
@@ -420,12 +431,15 @@ class Orchestrator:
                 self.metrics.paused.set(0)
                 if self.stop.is_set():
                     break
-                future = pool.submit(self.process_chunk, chunk, chunk_index)
+                ahead = self.stats.enqueued + sum(inflight.values()) + len(chunk)
+                future = pool.submit(self.process_chunk, chunk, chunk_index, self.pacer.min_version(ahead))
                 inflight[future], chunk_of[future] = len(chunk), chunk_index
             while inflight:  # finish what is in flight: whole groups only
                 drain(block=True)
+        calls = {r.target: r.calls for r in self.clients.generators.replicas} if self.clients else {}
         log.info(
-            "orchestrator finished", extra={"enqueued": self.stats.enqueued, "by_kind": self.stats.by_kind}
+            "orchestrator finished",
+            extra={"enqueued": self.stats.enqueued, "by_kind": self.stats.by_kind, "generate_calls": calls},
         )
         return self.stats
 

@@ -36,12 +36,16 @@ class QueuePacer:
             poll_s,
         )
 
-    def ready(self, groups_ahead: int) -> bool:
+    def min_version(self, groups_ahead: int) -> int:
+        """The staleness bound: groups for trainer step s come from policy version >= s - max_policy_lag."""
         step = (
             max(groups_ahead - 1, 0) // self.batch_groups
         )  # the trainer step that will consume these groups
+        return step - self.max_policy_lag
+
+    def ready(self, groups_ahead: int) -> bool:
         return (
-            self.queue.read_policy_version() >= step - self.max_policy_lag
+            self.queue.read_policy_version() >= self.min_version(groups_ahead)
             and self.queue.waiting() < self.queue.high_water
         )
 
@@ -59,7 +63,9 @@ class QueueSink:
 def serve(cfg: OrchestratorConfig) -> None:
     metrics = OrchestratorMetrics()
     queue = GroupQueue(cfg.redis_url, cfg.run_id, high_water=cfg.high_water, consumer="orchestrator")
-    clients = Clients(cfg.generator_target, cfg.verifier_target, cfg.judge_target)
+    clients = Clients(
+        cfg.generator_target, cfg.verifier_target, cfg.judge_target, replica_wait_s=cfg.replica_wait_s
+    )
     orchestrator = Orchestrator(
         cfg,
         QueueSink(queue),

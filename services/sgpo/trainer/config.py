@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from sgpo.common.settings import ServiceConfig
 from sgpo.core.config import AlgoConfig
@@ -127,8 +127,13 @@ class TrainerConfig(ServiceConfig):
     recorded only once the generator has the weights, so the staleness bound still holds."""
     keep_weights: int = Field(3, ge=1)
     """Published weight folders kept; a generator may still be loading an older one."""
-    generator_target: str = ""
-    """host:port of the generator's gRPC server to call UpdateWeights on; empty: publish to disk and Redis only."""
+    generator_target: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """host:port of the generator's gRPC server, or of each replica (a list, or one comma-separated string):
+    every publish calls UpdateWeights on all of them at once, and the policy version is recorded once each has
+    answered. Empty: publish to disk and Redis only."""
+    replica_check_s: float = Field(2.0, gt=0.0)
+    """Every this many seconds, ask each generator replica its policy version and send the newest weights to
+    one that holds older ones (it restarted, or was down during a publish)."""
     update_weights_timeout_s: float = Field(300.0, gt=0.0)
     """Deadline of one UpdateWeights call; a failure is logged and counted, training goes on."""
 
@@ -142,8 +147,17 @@ class TrainerConfig(ServiceConfig):
             )
         return v
 
+    @field_validator("generator_target", mode="before")
+    @classmethod
+    def _split_targets(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [t.strip() for t in v.split(",") if t.strip()]
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> TrainerConfig:
+        if len(set(self.generator_target)) != len(self.generator_target):
+            raise ValueError(f"generator_target lists a replica twice: {self.generator_target}")
         if self.algo.kl_coef == 0.0 and self.reference_path is not None:
             raise ValueError(
                 "reference_path is set but algo.kl_coef = 0, so the reference would never be used; "

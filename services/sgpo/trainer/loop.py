@@ -17,6 +17,9 @@ With `async_publish`, rank 0 writes weights/vN/ and calls UpdateWeights on a pub
 steps train. At most one publish is in flight (the next one, a pause, a checkpoint request and the stop wait
 for it), and `policy_version` (in Redis and in this process) moves to N only once the generator holds vN:
 the orchestrator's staleness bound counts from the weights actually served, never from newer ones.
+
+Several generator replicas: each publish reaches all of them at once, and a replica that missed one (down,
+restarted) is sent the newest weights when it answers again (`sgpo.trainer.replicas`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from sgpo.trainer.distributed import DistContext
 from sgpo.trainer.engine import StepResult, TrainEngine
 from sgpo.trainer.faults import failpoint
 from sgpo.trainer.metrics import TrainerMetrics
+from sgpo.trainer.replicas import ReplicaFanout
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +158,7 @@ class Trainer:
         self._version_lock = threading.Lock()  # the loop and the publisher both record versions
         self._publisher: threading.Thread | None = None  # the publish in flight (async_publish)
         self._publish_error: BaseException | None = None
+        self.replicas: ReplicaFanout | None = None  # rank 0, with generator targets
 
     # ------------------------------------------------------------------ load
     def load(self) -> None:
@@ -185,10 +190,16 @@ class Trainer:
                 max_entry_bytes=cfg.max_entry_bytes,
                 claim_idle_ms=cfg.claim_idle_ms,
             )
+            if cfg.generator_target:
+                self.replicas = ReplicaFanout(
+                    cfg.generator_target, cfg.update_weights_timeout_s, self._publish_failed
+                )
         # The generator must hold weights on this trajectory: republish if the newest published version is
         # not this checkpoint's step (a crash after publishing, or a publish that never happened).
         published = list_published(self.run_dir) if self.dist.is_main else []
         newest = published[-1][0] if published else 0
+        if self.replicas is not None and published and newest == self.step:
+            self.replicas.latest = published[-1]
         need = self.dist.broadcast_object(newest != self.step)
         if need:
             self._save(checkpoint=False, publish=True)
@@ -253,6 +264,8 @@ class Trainer:
                 target=self._heartbeat, args=(stop,), name="trainer-heartbeat", daemon=True
             )
             heartbeat.start()
+            if self.replicas is not None:
+                self.replicas.watch(self.cfg.replica_check_s)
         try:
             while True:
                 cmd = self.dist.broadcast_object(self._next_command(stop) if self.dist.is_main else None)
@@ -272,6 +285,8 @@ class Trainer:
             stop.set()
             if heartbeat is not None:
                 heartbeat.join(5)
+            if self.replicas is not None:
+                self.replicas.close()
 
     def _next_command(self, stop: threading.Event) -> dict[str, Any]:
         """Rank 0: what every rank does next."""
@@ -529,15 +544,8 @@ class Trainer:
             tokenizer_from=self.cfg.model_path,
             keep=self.cfg.keep_weights,
         )
-        if self.cfg.generator_target:
-            try:
-                self._update_generator(version, folder)
-            except Exception as e:
-                self.metrics.publish_failures.inc()
-                log.warning(
-                    "UpdateWeights failed; the generator keeps older weights",
-                    extra={"target": self.cfg.generator_target, "version": version, "error": str(e)},
-                )
+        if self.replicas is not None:
+            self.replicas.publish(version, folder)  # every replica at once; failures go to _publish_failed
         self.policy_version = version
         with self._version_lock:
             self._version_to_record = version
@@ -545,18 +553,12 @@ class Trainer:
         self.metrics.policy_version.set(version)
         log.info("published weights", extra={"version": version, "path": str(folder)})
 
-    def _update_generator(self, version: int, folder: Path) -> None:
-        import grpc
-
-        from sgpo.common.server import GRPC_OPTIONS
-        from sgpo.v1 import generator_pb2, generator_pb2_grpc
-
-        with grpc.insecure_channel(self.cfg.generator_target, options=GRPC_OPTIONS) as channel:
-            stub = generator_pb2_grpc.GeneratorServiceStub(channel)
-            stub.UpdateWeights(
-                generator_pb2.UpdateWeightsRequest(version=version, uri=str(folder.resolve())),
-                timeout=self.cfg.update_weights_timeout_s,
-            )
+    def _publish_failed(self, target: str, version: int, e: Exception) -> None:
+        self.metrics.publish_failures.inc()
+        log.warning(
+            "UpdateWeights failed; the replica keeps older weights until it answers again",
+            extra={"target": target, "version": version, "error": str(e)},
+        )
 
     def _record_version(self) -> None:
         """Rank 0: store the published version in Redis (retried each iteration until Redis takes it)."""

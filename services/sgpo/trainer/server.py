@@ -6,7 +6,10 @@ binds the gRPC and metrics ports; the other ranks run the loop and follow rank 0
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
 import signal
 import sys
 import threading
@@ -69,6 +72,12 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         return trainer_pb2.CheckpointNowResponse(path=path, step=step)
 
 
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (Linux PR_SET_PDEATHSIG; a no-op elsewhere)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
 def serve(cfg: TrainerConfig) -> None:
     try:
         cfg.require_model()
@@ -80,6 +89,10 @@ def serve(cfg: TrainerConfig) -> None:
     from sgpo.trainer.distributed import init_distributed
 
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        # Under torchrun: die with the agent. A launcher or supervisor that kills torchrun (kill -9 included)
+        # must not leave ranks behind holding the gRPC port and the process group.
+        die_with_parent()
     dist = init_distributed(use_cuda)
     metrics = TrainerMetrics()
     trainer = Trainer(cfg, metrics, dist)

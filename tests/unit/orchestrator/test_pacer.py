@@ -40,3 +40,16 @@ def test_backpressure_holds_while_groups_wait_undelivered(redis_url: str, redis_
     assert not pacer.ready(4)  # the staleness bound would allow it; the queue is full
     GroupQueue(redis_url, redis_prefix, consumer="trainer-0").read(count=1, block_ms=100)
     assert pacer.ready(4)
+
+
+def test_min_version_is_the_staleness_bound_each_generator_replica_must_meet(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Groups for trainer step s come from policy version >= s - max_policy_lag, on whichever replica samples
+    them: `ready` checks the trainer's recorded version against it, the pool each replica's."""
+    producer = GroupQueue(redis_url, redis_prefix, consumer="orchestrator")
+    pacer = QueuePacer(producer, batch_groups=4, max_policy_lag=1)
+    assert [pacer.min_version(n) for n in (1, 4, 5, 8, 9, 13)] == [-1, -1, 0, 0, 1, 2]
+    assert pacer.ready(8) and not pacer.ready(9)  # recorded version 0: step 2 needs version 1
+    producer.set_policy_version(1)
+    assert pacer.ready(9) and not pacer.ready(13)

@@ -78,6 +78,37 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- printf "%s-%s:%s" (include "sgpo.fullname" .root) .component (include "sgpo.port" (dict "root" .root "component" .component "kind" "grpc")) -}}
 {{- end -}}
 
+{{/* Every generator replica's gRPC address, comma-separated: the StatefulSet's pods one by one through its
+headless Service, so the orchestrator balances them and the trainer sends each its weights. */}}
+{{- define "sgpo.generatorTargets" -}}
+{{- $full := include "sgpo.fullname" . -}}
+{{- $port := include "sgpo.port" (dict "root" . "component" "generator" "kind" "grpc") -}}
+{{- $out := list -}}
+{{- range $i := until (int .Values.generator.replicas) -}}
+{{- $out = append $out (printf "%s-generator-%d.%s-generator-pods:%s" $full $i $full $port) -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}
+
+{{/* The trainer's command: torchrun with one process per GPU (several nodes: the LeaderWorkerSet's group),
+else the image's entrypoint. Rank 0 serves gRPC and metrics; `--no-python sgpo` runs the console script. */}}
+{{- define "sgpo.trainerCommand" -}}
+{{- $v := .Values.trainer -}}
+{{- if gt (int $v.nodes) 1 }}
+command:
+  - torchrun
+  - --nnodes=$(LWS_GROUP_SIZE)
+  - --node-rank=$(LWS_WORKER_INDEX)
+  - --nproc-per-node={{ max 1 (int $v.gpus) }}
+  - --master-addr=$(LWS_LEADER_ADDRESS)
+  - --master-port={{ $v.masterPort }}
+  - --no-python
+  - sgpo
+{{- else if gt (int $v.gpus) 1 }}
+command: [torchrun, --standalone, --nproc-per-node={{ int $v.gpus }}, --no-python, sgpo]
+{{- end }}
+{{- end -}}
+
 {{- define "sgpo.policyPath" -}}
 {{- if .Values.tinyPolicy.enabled -}}/data/policy{{- else -}}{{ .Values.models.policyPath }}{{- end -}}
 {{- end -}}
