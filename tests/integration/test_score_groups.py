@@ -126,6 +126,17 @@ def test_unscorable_items_get_zero_and_no_judgement(judge: Judge) -> None:
     assert "gold answer" in g["completions"][0]["verdict_reason"]
 
 
+def test_a_lone_completion_gets_its_verdict_and_is_never_colored(judge: Judge) -> None:
+    """Validation passes sample one completion per prompt (verl's val n = 1): scored, not colored."""
+    resp = judge.score(group(SLIP), group(RIGHT))
+    assert resp.status_code == 200, resp.text
+    wrong, right = resp.json()["groups"]
+    assert wrong["rewards"] == [0.0] and not wrong["colored"] and not wrong["uncolorable"]
+    assert wrong["completions"][0]["verdict"] == "wrong" and wrong["completions"][0]["judge_status"] is None
+    assert right["rewards"] == [1.0] and right["completions"][0]["verdict"] == "correct"
+    assert wrong["kind"] == right["kind"] == "unscorable"  # sgpo.core: a group needs 2 scorable answers
+
+
 def test_empty_completion_is_colored_with_rts_zero(judge: Judge) -> None:
     (g,) = judge.score(group("", SLIP)).json()["groups"]
     assert g["colored"] and g["completions"][0]["rts"] == 0.0
@@ -135,9 +146,9 @@ def test_empty_completion_is_colored_with_rts_zero(judge: Judge) -> None:
 def test_bad_requests_are_refused_with_the_judge_api_error_body(judge: Judge) -> None:
     r = httpx.post(f"{judge.url}/v1/score_groups", json={"groups": [group(RIGHT, SLIP)]})
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
-    r = judge.score(group(RIGHT))
+    r = judge.score(group())
     assert r.status_code == 422 and r.json()["error"]["field"] == "groups.0.completions"
-    assert "at least 2 completions" in r.json()["error"]["message"]
+    assert "got none" in r.json()["error"]["message"]
     r = judge.score(*[group(RIGHT, SLIP, LATE)] * 5)  # 15 completions > max_items = 12
     assert r.status_code == 413 and "max_items = 12" in r.json()["error"]["message"]
     r = judge.http.post(
@@ -200,7 +211,7 @@ def test_openrlhf_samples_of_a_prompt_are_scored_as_a_group(judge: Judge) -> Non
             (prompt, LATE),
             ("Start with 1. Add 1.\n", "1 + 1 = 2\nAnswer: 2"),
         ]
-        labels = ["32", "32", "32", "2"]
+        labels = ["32", "32", "32", "3"]  # the lone sample of the other prompt is wrong
         return await asyncio.gather(
             *[openrlhf_post(url, p, lab, r) for (p, r), lab in zip(samples, labels, strict=True)]
         )
@@ -213,9 +224,10 @@ def test_openrlhf_samples_of_a_prompt_are_scored_as_a_group(judge: Judge) -> Non
         assert out["extra_logs"]["sgpo_group_size"] == [3.0]  # type: ignore[index]
     rewards = [out["rewards"][0] for out in (slip, early, late)]  # type: ignore[index]
     assert 0.0 < rewards[1] < rewards[0] < rewards[2] < AlgoConfig().r_max
-    # the other prompt's only sample waited group_wait_s (3 s) for 2 more, then kept its plain reward
-    assert lone["rewards"] == [1.0] and lone["scores"] == [1.0]
+    # the other prompt's only sample waited group_wait_s (3 s) for 2 more, then kept its plain reward, flagged
+    assert lone["rewards"] == [0.0] and lone["scores"] == [0.0]
     assert lone["extra_logs"]["sgpo_group_size"] == [1.0]  # type: ignore[index]
+    assert lone["extra_logs"]["sgpo_uncolorable"] == [1.0]  # type: ignore[index]
     text = judge.http.get("/metrics").text
     assert 'sgpo_judge_openrlhf_groups_total{completion="full"} 1.0' in text
     assert 'sgpo_judge_openrlhf_groups_total{completion="partial"} 1.0' in text

@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sgpo.common.convert import verdict_from_pb
 from sgpo.common.server import GRPC_OPTIONS, ResourceExhaustedError, ServiceError, UnavailableError
-from sgpo.core import AlgoConfig, InvalidInputError, StepJudgement, Verdict, judgement_rts
+from sgpo.core import AlgoConfig, InvalidInputError, StepJudgement, Verdict, classify_group, judgement_rts
 from sgpo.core.algos import Sgpo
 from sgpo.judge.config import ScoringConfig
 from sgpo.judge.metrics import LATENCY_BUCKETS
@@ -274,10 +274,10 @@ class GroupScorer:
     def score(self, groups: Sequence[ScoreGroup]) -> list[GroupScoreOut]:
         """Verify all, judge the groups that need it (concurrently), score each with sgpo.core."""
         for i, g in enumerate(groups):
-            if len(g.completions) < 2:
+            if not g.completions:
                 raise InvalidInputError(
                     f"groups.{i}.completions",
-                    f"a group needs at least 2 completions of the same prompt; got {len(g.completions)}",
+                    "needs the completions of one prompt (2 or more to be colored); got none",
                 )
         total = sum(len(g.completions) for g in groups)
         if total > self.deps.cfg.max_items:
@@ -292,7 +292,9 @@ class GroupScorer:
         for g in groups:
             per_group.append(verdicts[at : at + len(g.completions)])
             at += len(g.completions)
-        wanted = [self.sgpo.judge_mask([v.status for v in vs]) for vs in per_group]
+        wanted = [
+            self.sgpo.judge_mask([v.status for v in vs]) if len(vs) > 1 else [False] for vs in per_group
+        ]
         futures = {
             i: self._pool.submit(self._judge, g, w)
             for i, (g, w) in enumerate(zip(groups, wanted, strict=True))
@@ -300,6 +302,9 @@ class GroupScorer:
         }
         out = []
         for i, vs in enumerate(per_group):
+            if len(vs) == 1:
+                out.append(self._single(vs[0]))
+                continue
             judged, error = futures[i].result() if i in futures else ([None] * len(vs), None)
             out.append(self._result(vs, judged, error))
         return out
@@ -337,26 +342,21 @@ class GroupScorer:
             completions=completions,
         )
 
-    def score_single(self, group: ScoreGroup) -> GroupScoreOut:
-        """A lone sample (an OpenRLHF group of which one arrived in time): its 0/1 verdict, never colored."""
-        (v,) = self.verify([group])
-        self.metrics.groups.labels("unscorable" if v.status == "unscorable" else "single", "plain").inc()
+    def _single(self, v: Verdict) -> GroupScoreOut:
+        """A lone completion (a validation pass with n = 1): its verdict's 0/1 reward; no group (core's kind:
+        unscorable, fewer than 2 scorable answers), no coloring."""
+        kind = classify_group([v.status])
+        self.metrics.groups.labels(kind, "single").inc()
         self.metrics.completions.labels(v.status).inc()
+        reward = 1.0 if v.status == "correct" else 0.0
         return GroupScoreOut(
-            kind="all_positive"
-            if v.status == "correct"
-            else "unscorable"
-            if v.status == "unscorable"
-            else "all_negative",
+            kind=kind,
             colored=False,
-            uncolorable=v.status == "wrong",
-            judge_error="a group of 1 (the rest did not arrive within group_wait_s) cannot be colored"
-            if v.status == "wrong"
-            else None,
-            rewards=[1.0 if v.status == "correct" else 0.0],
+            uncolorable=False,
+            rewards=[reward],
             completions=[
                 CompletionScore(
-                    reward=1.0 if v.status == "correct" else 0.0,
+                    reward=reward,
                     verdict=v.status,
                     extracted=v.extracted,
                     verdict_reason=v.reason,
@@ -483,10 +483,21 @@ class OpenRlhfGrouper:
         prompt, label, _ = key
         group = ScoreGroup(prompt, label, tuple(JudgeItem(r) for r, _ in p.samples))
         try:
-            if len(p.samples) == 1:
-                result = await run_in_threadpool(self.scorer.score_single, group)
-            else:
-                (result,) = await run_in_threadpool(self.scorer.score, [group])
+            (result,) = await run_in_threadpool(self.scorer.score, [group])
+            verdicts = [c.verdict for c in result.completions]
+            if (
+                len(p.samples) < p.n
+                and not result.colored
+                and "wrong" in verdicts
+                and "correct" not in verdicts
+            ):
+                missing = "a group of 1 cannot be colored" if len(p.samples) == 1 else result.judge_error
+                result = result.model_copy(
+                    update={
+                        "uncolorable": True,
+                        "judge_error": f"only {len(p.samples)} of {p.n} samples arrived within group_wait_s; {missing}",
+                    }
+                )
         except Exception as e:  # every waiting request gets the error (the handler maps it)
             for _, fut in p.samples:
                 if not fut.done():
