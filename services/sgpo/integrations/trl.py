@@ -49,6 +49,7 @@ def groups_of(keys: Sequence[Any], num_generations: int | None) -> list[range]:
     TRL repeats each prompt `num_generations` times in a row; the same prompt drawn twice in a row makes a run of
     2 x num_generations, two groups. A block of any other size means this process holds part of a group (its
     other samples are on another process): coloring would decide "all-negative" on half a group, so it raises.
+    An evaluation with another `num_generations_eval` needs its own ColoredReward (or num_generations=None).
     """
     out: list[range] = []
     start = 0
@@ -58,7 +59,10 @@ def groups_of(keys: Sequence[Any], num_generations: int | None) -> list[range]:
             for s in range(start, i, step):
                 out.append(range(s, min(s + step, i)))
             start = i
-    bad = [len(r) for r in out if len(r) < 2 or (num_generations and len(r) != num_generations)]
+    if num_generations:
+        bad = [len(r) for r in out if len(r) != num_generations]
+    else:  # one completion per prompt everywhere (an evaluation with one generation) is fine: scored, not colored
+        bad = [len(r) for r in out if len(r) < 2] if any(len(r) > 1 for r in out) else []
     if bad:
         need = f"{num_generations}" if num_generations else "at least 2"
         raise ValueError(
