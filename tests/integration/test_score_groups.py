@@ -254,6 +254,11 @@ def test_openrlhf_batched_request_and_n_override(judge: Judge) -> None:
     assert out["rewards"][:2] == [1.0, 0.0] and out["scores"] == [1.0, 0.0, 0.0, 0.0]
     assert 0.0 < out["rewards"][3] < out["rewards"][2] < 0.5
     assert out["extra_logs"]["sgpo_colored"] == [0.0, 0.0, 1.0, 1.0]
+    # OpenRLHF shards one sample over all its --reward.remote_url servers: the others get empty lists
+    empty = httpx.post(
+        f"{judge.url}/v1/openrlhf/reward?api_key={KEY}", json={"query": [], "prompts": [], "labels": []}
+    )
+    assert empty.status_code == 200 and empty.json()["rewards"] == [] and empty.json()["scores"] == []
     bad = httpx.post(f"{judge.url}/v1/openrlhf/reward", json={"query": ["x"], "prompts": [], "labels": []})
     assert bad.status_code == 401
     bad = httpx.post(

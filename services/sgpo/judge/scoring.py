@@ -305,7 +305,8 @@ class GroupScorer:
             if len(vs) == 1:
                 out.append(self._single(vs[0]))
                 continue
-            judged, error = futures[i].result() if i in futures else ([None] * len(vs), None)
+            unjudged: tuple[list[StepJudgement | None], str | None] = ([None] * len(vs), None)
+            judged, error = futures[i].result() if i in futures else unjudged
             out.append(self._result(vs, judged, error))
         return out
 
@@ -353,6 +354,7 @@ class GroupScorer:
             kind=kind,
             colored=False,
             uncolorable=False,
+            judge_error=None,
             rewards=[reward],
             completions=[
                 CompletionScore(
@@ -361,6 +363,9 @@ class GroupScorer:
                     extracted=v.extracted,
                     verdict_reason=v.reason,
                     colored=False,
+                    judge_status=None,
+                    first_error_step=None,
+                    rts=None,
                 )
             ],
         )
