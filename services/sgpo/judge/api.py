@@ -29,6 +29,7 @@ from sgpo.common.server import ResourceExhaustedError, ServiceError
 from sgpo.core import ColoringParams, InvalidInputError, StepJudgement, compute_colored_reward, judgement_rts
 from sgpo.core.config import MAX_BETA
 from sgpo.judge.config import JudgeConfig
+from sgpo.judge.scoring import build_scoring_router
 from sgpo.judge.state import JudgeState
 from sgpo.judge.types import JudgeItem
 
@@ -314,6 +315,7 @@ def build_app(config: JudgeConfig, deps: JudgeState) -> FastAPI:
         out = j.judge(body.problem, body.reference_solution, items)
         return JudgeResponseOut(judgements=[StepJudgementOut.of(x, coloring) for x in out])
 
+    v1.include_router(build_scoring_router(deps, _GuardedRoute))  # /v1/score_groups, /v1/openrlhf/reward
     app.include_router(v1)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})

@@ -265,6 +265,8 @@ class JudgeConfig(ServiceConfig):
     the backend's (sgpo.judge.noise). 0 in any real use."""
     noise_seed: int = 0
     """Seed of the ablation's draws (with the problem and the response's steps)."""
+    scoring: ScoringConfig = Field(default_factory=lambda: ScoringConfig())
+    """`POST /v1/score_groups` and the OpenRLHF path (sgpo.judge.scoring): the verifier they call, and grouping."""
 
     @model_validator(mode="before")
     @classmethod
@@ -290,3 +292,31 @@ class JudgeConfig(ServiceConfig):
                 "(or 0 to pick free ones)"
             )
         return self
+
+
+class ScoringConfig(BaseModel):
+    """The group-scoring front (`POST /v1/score_groups`, `POST /v1/openrlhf/reward`, docs/integrations.md): the
+    judge verifies each completion with the verifier service over gRPC, judges the wrong answers the
+    [algo] color_scope selects, and scores each group with sgpo.core (algo sgpo)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    verifier: str = ""
+    """The verifier's gRPC address (host:port). Empty: the scoring paths answer 503 saying to set it
+    (SGPO_JUDGE__SCORING__VERIFIER=127.0.0.1:50052)."""
+    verify_timeout_s: float = Field(60.0, gt=0.0)
+    """Deadline of one Verify call (all the completions of a request in one call)."""
+    verify_attempts: int = Field(3, ge=1, le=10)
+    """Tries of a Verify call that failed with UNAVAILABLE or DEADLINE_EXCEEDED (the verifier restarting)."""
+    judge_concurrency: int = Field(4, ge=1, le=256)
+    """Groups of one request judged at the same time (each is one call of the backend)."""
+    n_samples_per_prompt: int = Field(8, ge=1, le=4096)
+    """OpenRLHF path: samples of one prompt that make a group (OpenRLHF's --n_samples_per_prompt). OpenRLHF sends
+    each sample in its own request; a request is answered once its group is complete. A request can override it
+    with `?n_samples_per_prompt=N` in the URL."""
+    group_wait_s: float = Field(120.0, gt=0.0)
+    """OpenRLHF path: how long a sample waits for the rest of its group; then the samples that arrived are scored
+    as a smaller group (one alone keeps its plain 0/1 reward). Keep it below OpenRLHF's 180 s client timeout."""
+
+
+JudgeConfig.model_rebuild()
