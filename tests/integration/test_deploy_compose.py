@@ -378,6 +378,8 @@ def test_gpu_profile_with_generator_replicas_and_a_torchrun_trainer(tmp_path: Pa
         SGPO_TRAINER_PROCS="4",
         SGPO_JUDGE_GPUS="6,7",
         SGPO_JUDGE_TP="2",
+        SGPO_MODELS_DIR=str(tmp_path / "models"),  # bind mounts: keep them out of the checkout
+        SGPO_DATASETS_DIR=str(tmp_path / "datasets"),
     )
     resolved = resolve_compose(["gpu", "judge-llm", "generator-1"], env)
     services = resolved["services"]
