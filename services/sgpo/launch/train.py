@@ -262,6 +262,10 @@ def build_run_config(
         import tomllib
 
         doc = deep_merge(doc, tomllib.loads(opts.config.read_text()))
+    prompt_table = doc["orchestrator"].get("prompt", {})
+    if prompt_table.get("format") == "chat" and not prompt_table.get("tokenizer"):
+        # a recipe's chat prompt renders with the policy's own chat template (and its stop strings)
+        prompt_table["tokenizer"] = str(policy)
     gen = doc["generator"]
     # torch threads matter only to the hf engine on a CPU (the vllm engine rejects the field)
     if on_cpu and gen.get("engine", "hf") == "hf" and gen.get("device", "auto") != "cuda":
