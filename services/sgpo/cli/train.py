@@ -79,6 +79,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         help="trainer processes without --trainer-gpus (torchrun with gloo on a CPU; default: the recipe's)",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve the recipe, layout, policy and every service's config, print the trainer's estimated "
+        "peak memory per GPU, and start nothing",
+    )
     p.add_argument("--replay", type=Path, help="offline mode: train on groups recorded by `sgpo record`")
     p.add_argument(
         "--epochs", type=int, default=0, help="with --replay: passes over the file (0: until --steps)"
@@ -145,4 +151,9 @@ def run(args: argparse.Namespace) -> int:
     from sgpo.cli import options
     from sgpo.launch.train import TrainOptions, train
 
-    return train(options(TrainOptions, args))
+    opts = options(TrainOptions, args)
+    if args.dry_run:
+        from sgpo.launch.dryrun import dry_run
+
+        return dry_run(opts)
+    return train(opts)

@@ -985,9 +985,9 @@ def resolve_policy(policy: str) -> Path:
     path = Path(resolve_model(policy))
     if not (path / "config.json").is_file():
         raise RecipeError(
-            f"policy {policy!r} is not a local Hugging Face model folder (no config.json); download it first "
-            "(`huggingface-cli download Qwen/Qwen2.5-Math-1.5B --local-dir models/qwen2.5-math-1.5b`) and give "
-            "its path"
+            f"policy {policy!r} is not a local Hugging Face model folder (no config.json); download it first, "
+            f"e.g. `huggingface-cli download Qwen/Qwen2.5-Math-1.5B --local-dir {policy}`, or give the folder "
+            "with --policy"
         )
     return path.resolve()
 
