@@ -8,6 +8,7 @@ Sampled-token logprobs are log softmax(logits / temperature) of the *unfiltered*
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +57,13 @@ class Engine(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+def derive_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """The seed of completion `sample_index` of prompt `prompt_index` in a request seeded with `seed`: every
+    completion draws from its own stream, so a seeded request does not depend on what it is batched with."""
+    digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sample_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def weight_files(uri: str) -> list[Path]:
