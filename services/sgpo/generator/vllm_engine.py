@@ -149,6 +149,10 @@ class VLLMEngine:
             ) from None
         from transformers import AutoTokenizer
 
+        from vllm.platforms import current_platform
+
+        if dtype == "auto" and current_platform.is_cpu():
+            dtype = "float32"  # as the hf engine on CPU; vLLM's own "auto" casts float32 weights to bfloat16 there
         self._vllm = vllm
         self.model_name = served_model_name or model_path
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
