@@ -99,7 +99,10 @@ def main() -> int:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
         model = model.to("cuda" if gpu else "cpu").eval()
         for mode in args.modes.split(","):
-            extra: dict[str, Any] = {} if gpu else {"kv_cache_memory_bytes": 256 << 20}
+            # CPU: the vllm engine's settings (an explicit KV cache; whole prompts per step, see vllm_engine.py)
+            extra: dict[str, Any] = (
+                {} if gpu else {"kv_cache_memory_bytes": 256 << 20, "enable_chunked_prefill": False}
+            )
             t0 = time.perf_counter()
             llm = vllm.LLM(
                 path,

@@ -180,6 +180,17 @@ def test_seeded_request_does_not_depend_on_its_batch_mates(engine: Any) -> None:
     assert len(out["other"]) == len(PROMPTS)
 
 
+def test_a_seeded_batch_larger_than_one_engine_step(engine: Any) -> None:
+    """More prompt tokens than vLLM schedules in one step (2048): on CPU a split prompt of a seeded request
+    crashed vLLM 0.32's engine (the vllm engine takes whole prompts per step there)."""
+    params = SamplingParams(n=8, max_tokens=3, seed=3)
+    results = engine.generate(PROMPTS * 25, params)
+    assert sum(len(r.prompt_token_ids) * 8 for r in results) > 2048
+    assert all(len(r.completions) == 8 for r in results)
+    again = engine.generate(PROMPTS[:1], params)
+    assert again[0].completions == results[0].completions
+
+
 def test_stop_strings_end_the_text_before_the_stop(engine: Any) -> None:
     base = engine.generate([PROMPTS[0]], SamplingParams(n=1, max_tokens=40, seed=9))[0].completions[0]
     assert len(base.text) > 8

@@ -148,7 +148,6 @@ class VLLMEngine:
                 "`bash scripts/vllm-env.sh` for the CPU build, or set engine = 'hf'"
             ) from None
         from transformers import AutoTokenizer
-
         from vllm.platforms import current_platform
 
         if dtype == "auto" and current_platform.is_cpu():
@@ -173,6 +172,12 @@ class VLLMEngine:
             enforce_eager=enforce_eager,
             seed=seed,
         )
+        if current_platform.is_cpu():
+            # vLLM 0.32 on CPU: a seeded request whose prefill is split across steps kills the engine
+            # ("CPU Generator does not use offset", gpu_model_runner rewinding the request's generator), so
+            # prompts are never split: a step takes whole prompts only (it needs max_num_batched_tokens >=
+            # the context, which vLLM then picks).
+            kwargs["enable_chunked_prefill"] = False
         if kv_cache_memory_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
         if max_num_seqs is not None:
