@@ -2,8 +2,10 @@
 
 An engine samples completions (text, token ids, sampled-token logprobs, finish reason, the policy version
 that produced them, and each token's character offset in the text) and swaps in new weights atomically.
-Sampled-token logprobs are log softmax(logits / temperature) of the *unfiltered* distribution (temperature
-1 when greedy), the quantity `sgpo.trainer.logprobs.compute_token_logprobs` recomputes.
+Sampled-token logprobs are log softmax(logits / temperature) (temperature 1 when greedy), the quantity
+`sgpo.trainer.logprobs.compute_token_logprobs` recomputes: of the *unfiltered* distribution in the hf engine;
+in the vllm engine, renormalised over the top-p nucleus when top_p < 1 (vLLM's processed logprobs; the gap
+is measured in docs/generator.md).
 """
 
 from __future__ import annotations
