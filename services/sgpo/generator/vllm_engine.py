@@ -155,6 +155,7 @@ class VLLMEngine:
         self._vllm = vllm
         self.model_name = served_model_name or model_path
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        self._tok_lock = threading.Lock()  # a fast tokenizer used from two threads raises 'Already borrowed'
         try:
             self._reference_shapes = _checkpoint_shapes(weight_files(model_path))
         except WeightsRejectedError:
@@ -198,7 +199,8 @@ class VLLMEngine:
         return self._version
 
     def count_tokens(self, text: str) -> int:
-        return len(encode_prompt(self.tokenizer, text))
+        with self._tok_lock:
+            return len(encode_prompt(self.tokenizer, text))
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -212,7 +214,8 @@ class VLLMEngine:
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[PromptResult]:
         validate_prompts(prompts)
         validate_sampling(params)
-        prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        with self._tok_lock:
+            prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
         for i, ids in enumerate(prompt_ids):
             if not ids:
                 raise InvalidInputError(f"prompts[{i}]", "tokenizes to no tokens")
@@ -225,7 +228,8 @@ class VLLMEngine:
         batch = _Batch(params, slots, prompt_ids)
         self._submit(batch)
         batch.done.result()
-        return self._results(batch)
+        with self._tok_lock:
+            return self._results(batch)
 
     def update_weights(self, version: int, uri: str) -> int:
         """Load the safetensors at `uri` (a folder or file) as `version`, through `reload_weights(weights_path)`."""
