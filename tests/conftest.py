@@ -33,3 +33,17 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     keys = list(client.scan_iter(match=f"sgpo:{run_id}:*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`vllm` tests need vLLM, which lives in its own environment (it would break this one's torchvision)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    skip = pytest.mark.skip(
+        reason="needs vLLM: scripts/test.sh runs these in the environment of scripts/vllm-env.sh"
+    )
+    for item in items:
+        if item.get_closest_marker("vllm") is not None:
+            item.add_marker(skip)

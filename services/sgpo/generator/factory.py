@@ -17,8 +17,13 @@ def build_engine(cfg: Any) -> Engine:
     path = cfg.model
     name = cfg.served_model_name or cfg.model
     if cfg.engine == "vllm":
+        import os
+
         from sgpo.generator.vllm_engine import VLLMEngine
 
+        if cfg.threads is not None:  # read by vLLM's CPU worker when it starts (GPU builds ignore them)
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+            os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
         return VLLMEngine(
             path,
             served_model_name=name,
@@ -28,6 +33,9 @@ def build_engine(cfg: Any) -> Engine:
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             tensor_parallel_size=cfg.tensor_parallel_size,
             trust_remote_code=cfg.trust_remote_code,
+            kv_cache_memory_bytes=cfg.kv_cache_memory_bytes,
+            enforce_eager=cfg.enforce_eager,
+            max_num_seqs=cfg.max_batch_size,
         )
     if cfg.threads is not None:
         import torch

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import hashlib
 import inspect
 import logging
 import os
@@ -30,6 +29,7 @@ from sgpo.generator.engine import (
     IncrementalDetokenizer,
     PromptResult,
     WeightsRejectedError,
+    derive_seed,
     encode_prompt,
     find_stop,
     read_state_dict,
@@ -40,11 +40,6 @@ log = logging.getLogger(__name__)
 
 # Drop finished rows from the cache once this fraction of the batch is done (a copy of the whole cache).
 _PRUNE_FRACTION = 0.25
-
-
-def derive_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sample_index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 @dataclass

@@ -21,8 +21,8 @@ def test_toml_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("section", "needle"),
     [
-        ('engine = "vllm"\ndevice = "cpu"', "engine 'vllm' runs on GPUs"),
-        ('engine = "vllm"\nthreads = 2', "threads applies to the hf engine"),
+        ('engine = "vllm"\ndevice = "cpu"', "runs where the installed vLLM build runs"),
+        ("kv_cache_memory_bytes = 1024", "kv_cache_memory_bytes"),
         ('engine = "onnx"', "engine"),
         ("max_batch_size = 0", "max_batch_size"),
         ('model = "  "', "model is empty"),
