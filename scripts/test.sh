@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
+
+# The vLLM environment (below) builds in the background while the checks and the compose e2e run: on a fresh
+# machine most of its minutes are downloads.
+vllm_wanted=0
+if [ "${SGPO_VLLM_TESTS:-1}" != 0 ] && { [ "$#" = 0 ] || [[ " $* " == *" vllm "* ]]; }; then
+  vllm_wanted=1
+  vllm_log="$(mktemp)"
+  bash scripts/vllm-env.sh >"$vllm_log" 2>&1 &
+  vllm_pid=$!
+fi
 python3 scripts/gen_protos.py --check
 python3 -m ruff check .
 python3 -m ruff format --check .
@@ -37,10 +47,17 @@ fi
 # Skipped, said so, with SGPO_VLLM_TESTS=0 or for a targeted run that does not ask for them (`-m vllm`).
 if [ "${SGPO_VLLM_TESTS:-1}" = 0 ]; then
   echo "vllm tests: SKIPPED: SGPO_VLLM_TESTS=0"
-elif [ "$#" -gt 0 ] && [[ " $* " != *" vllm "* ]]; then
+elif [ "$vllm_wanted" = 0 ]; then
   echo "vllm tests: SKIPPED: a targeted run; add -m vllm to run them"
 else
-  vllm_py="$(bash scripts/vllm-env.sh | tail -n 1)"
+  vllm_rc=0
+  wait "$vllm_pid" || vllm_rc=$?
+  cat "$vllm_log" >&2
+  if [ "$vllm_rc" != 0 ]; then
+    echo "vllm tests: the vLLM environment could not be built (scripts/vllm-env.sh exit $vllm_rc, log above)" >&2
+    exit "$vllm_rc"
+  fi
+  vllm_py="$(tail -n 1 "$vllm_log")"
   if [ "$#" -gt 0 ]; then
     "$vllm_py" -m pytest "$@"
   else
