@@ -189,6 +189,7 @@ SHIPPED_ROOT = Path(__file__).parent / "policies"
 """Pretrained policies shipped as package data, one folder `<name>-<digest>` each."""
 SHIPPED_POLICIES: dict[str, str] = {
     "tiny-754f7674f77e": "88e95cc9c672da7856fef98f9e90ab0b69bda8b035e50011a1570a40815344b8",
+    "tiny-chat-c3c428e4e45c": "b85cd2a2e22fcef653b4e94c0680aabf4a280343121caab0795cd222717c57f9",
 }
 """Folder name (preset name and digest) -> sha256 of its model.safetensors, checked before every use."""
 

@@ -92,3 +92,21 @@ def test_full_chat_recipe_solves_short_chains_and_leaves_long_ones_to_rl(tmp_pat
     acc = {int(k): v for k, v in record["accuracy"].items()}
     assert acc[1] >= 0.5, acc
     assert acc[max(CHAT_PRESET.rl_steps)] <= 0.3, acc
+
+
+def test_the_package_ships_the_current_chat_preset(tmp_path: Path) -> None:
+    from sgpo.tasks.tiny import SHIPPED_POLICIES, ensure_tiny_policy, file_sha256, shipped_policy
+
+    name = f"tiny-chat-{CHAT_PRESET.digest()}"
+    assert name in SHIPPED_POLICIES, (
+        "CHAT_PRESET changed: run `sgpo pretrain --preset tiny-chat`, copy the cache folder into "
+        "sgpo/tasks/policies/ and record its model.safetensors sha256 in SHIPPED_POLICIES"
+    )
+    folder = shipped_policy(CHAT_PRESET)
+    assert folder is not None
+    record = json.loads((folder / "pretrain.json").read_text())
+    assert record["prompt"] == {"format": "chat", "system": CHAT_SYSTEM}
+    installed = ensure_tiny_policy(tmp_path, preset=CHAT_PRESET, progress=False)  # copied, not pretrained
+    assert file_sha256(installed / "model.safetensors") == SHIPPED_POLICIES[name]
+    acc = {int(k): v for k, v in record["accuracy"].items()}
+    assert acc[1] >= 0.5 and acc[max(CHAT_PRESET.rl_steps)] <= 0.3, acc  # the slow test's bar
