@@ -6,11 +6,8 @@ held-out evaluation at the start, mid-run and at the end. One replica is killed 
 launcher starts it again, the trainer sends it the newest weights, the run completes with every group
 trained exactly once and all-negative groups colored.
 
-The recipe names the `tiny-chat` policy; until that alias is built by `sgpo.tasks`, the run is given the
-tiny policy (`--policy tiny`, the shipped one, copied into the cache). 2026-12-07 on the shared 2-core VM
-(load ~16, other sessions' tests running), the whole test took 362 s: 48 groups (23 all-negative, all 23
-colored), held-out accuracy (greedy, 64 problems) 0.312 -> 0.344 -> 0.266 at steps 0 / 2 / 4 (4 steps prove
-the path, not learning).
+The recipe's policy is `tiny-chat` (the shipped chat-format Qwen2 policy: chat prompts through its ChatML
+template, stop at <|im_end|>). 4 steps prove the path, not learning.
 """
 
 from __future__ import annotations
@@ -70,8 +67,6 @@ def test_tiny_chat_recipe_trains_through_replicas_and_torchrun_and_survives_a_re
             "train",
             "--recipe",
             str(ROOT / "recipes" / "tiny-chat.toml"),
-            "--policy",
-            "tiny",
             "--run-dir",
             str(run_dir),
             "--tracking",

@@ -9,8 +9,8 @@ from sgpo.trainer.logprobs import (
     chunk_tokens_for,
     chunked_token_logprobs,
     compute_token_logprobs,
-    fused_token_loss,
     compute_token_logprobs_full,
+    fused_token_loss,
 )
 
 
