@@ -25,7 +25,7 @@ from sgpo.orchestrator.config import OrchestratorConfig
 from sgpo.orchestrator.loop import Orchestrator
 from sgpo.orchestrator.metrics import OrchestratorMetrics
 from sgpo.orchestrator.server import QueueSink
-from sgpo.tasks.arith import format_prompt, generate_split, write_jsonl
+from sgpo.tasks.arith import generate_split, write_jsonl
 from sgpo.tasks.tiny import build_tiny_policy
 from tests.support import ServiceProcess, free_port, run_service
 
@@ -124,7 +124,6 @@ def orchestrator(
         dataset=dataset,
         run_id=run_id,
         redis_url=redis_url,
-        prompt_template=format_prompt("{problem}"),
         generator_target=services["generator"].target,
         verifier_target=services["verifier"].target,
         judge_target=services["judge"].target,

@@ -246,11 +246,8 @@ def build_run_config(
     if on_cpu:
         # Services share the CPU: one torch thread each beats threads fighting (bench/trainer.py).
         doc["trainer"]["torch_threads"] = 1
-    else:
-        if any(layout.generators):
-            doc["generator"]["device"] = "cuda"
-        if layout.trainer_gpus:
-            doc["trainer"]["device"] = "cuda"
+    elif layout.trainer_gpus:
+        doc["trainer"]["device"] = "cuda"
     if opts.replay is not None:
         doc["orchestrator"]["replay"] = str(opts.replay)
         doc["orchestrator"]["epochs"] = opts.epochs
@@ -267,6 +264,8 @@ def build_run_config(
         # a recipe's chat prompt renders with the policy's own chat template (and its stop strings)
         prompt_table["tokenizer"] = str(policy)
     gen = doc["generator"]
+    if any(layout.generators) and gen.get("engine", "hf") == "hf":
+        gen.setdefault("device", "cuda")  # the vllm engine refuses `device`: its build decides
     # torch threads matter only to the hf engine on a CPU (the vllm engine rejects the field)
     if on_cpu and gen.get("engine", "hf") == "hf" and gen.get("device", "auto") != "cuda":
         gen.setdefault("threads", 1)
