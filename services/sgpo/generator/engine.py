@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sgpo.common.server import BadRequestError
+from sgpo.core.errors import InvalidInputError
 from sgpo.core.types import Completion
 from sgpo.generator.sampling import SamplingParams
 
@@ -172,3 +173,19 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     bos = getattr(tokenizer, "bos_token", None)
     add = not (bos and text.startswith(bos))
     return list(tokenizer(text, add_special_tokens=add)["input_ids"])
+
+
+def encode_prompts(tokenizer: Any, lock: Any, prompts: Any, max_model_len: int) -> list[list[int]]:
+    """Every prompt's token ids (encode_prompt, under `lock`: a fast tokenizer mutated from two threads raises
+    'Already borrowed'); a prompt that tokenizes to nothing or fills the model's context is an error naming it."""
+    with lock:
+        prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
+    for i, ids in enumerate(prompt_ids):
+        if not ids:
+            raise InvalidInputError(f"prompts[{i}]", "tokenizes to no tokens")
+        if len(ids) >= max_model_len:
+            raise InvalidInputError(
+                f"prompts[{i}]",
+                f"has {len(ids)} tokens; the model's context is {max_model_len}; shorten the prompt",
+            )
+    return prompt_ids

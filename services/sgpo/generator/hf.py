@@ -31,6 +31,7 @@ from sgpo.generator.engine import (
     WeightsRejectedError,
     derive_seed,
     encode_prompt,
+    encode_prompts,
     find_stop,
     read_state_dict,
 )
@@ -152,16 +153,7 @@ class HFEngine:
 
         validate_prompts(prompts)
         validate_sampling(params)
-        with self._tok_lock:  # a fast tokenizer mutated from two threads raises 'Already borrowed'
-            prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
-        for i, ids in enumerate(prompt_ids):
-            if not ids:
-                raise InvalidInputError(f"prompts[{i}]", "tokenizes to no tokens")
-            if len(ids) >= self.max_model_len:
-                raise InvalidInputError(
-                    f"prompts[{i}]",
-                    f"has {len(ids)} tokens; the model's context is {self.max_model_len}; shorten the prompt",
-                )
+        prompt_ids = encode_prompts(self.tokenizer, self._tok_lock, prompts, self.max_model_len)
         req = _Request(params, prompt_ids, [[None] * params.n for _ in prompts], len(prompts) * params.n)
         rows = []
         for i in range(len(prompts)):

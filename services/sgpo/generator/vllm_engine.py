@@ -48,6 +48,7 @@ from sgpo.generator.engine import (
     WeightsRejectedError,
     derive_seed,
     encode_prompt,
+    encode_prompts,
     read_state_dict,
     weight_files,
 )
@@ -214,16 +215,7 @@ class VLLMEngine:
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[PromptResult]:
         validate_prompts(prompts)
         validate_sampling(params)
-        with self._tok_lock:
-            prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
-        for i, ids in enumerate(prompt_ids):
-            if not ids:
-                raise InvalidInputError(f"prompts[{i}]", "tokenizes to no tokens")
-            if len(ids) >= self.max_model_len:
-                raise InvalidInputError(
-                    f"prompts[{i}]",
-                    f"has {len(ids)} tokens; the model's context is {self.max_model_len}; shorten the prompt",
-                )
+        prompt_ids = encode_prompts(self.tokenizer, self._tok_lock, prompts, self.max_model_len)
         slots = {uuid.uuid4().hex: (i, j) for i in range(len(prompts)) for j in range(params.n)}
         batch = _Batch(params, slots, prompt_ids)
         self._submit(batch)
