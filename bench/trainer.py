@@ -6,7 +6,7 @@ and peak memory, all in one process, interleaved, ratios printed.
     python bench/trainer.py --shape qwen2.5-1.5b --device cuda --seq-len 1024 --seqs 64 --micro 4
 
 Four sides train the same model on the same synthetic groups with the same micro-batch size:
-- ours: `TrainEngine.train_step` as configured (`--max-tokens`, `--pack`, `--chunk`): the fused output layer
+- ours: `TrainEngine.train_step` as configured (`--max-tokens`, `--pack`, `--chunk`, `--compile`): the fused output layer
   (each logits chunk turned into its gradients in the forward pass; `fused_output_layer`);
 - unfused: the same with `fused_output_layer = false` (chunked logprobs, backward recomputes the logits;
   `--no-unfused` skips it);
@@ -193,6 +193,9 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=0, help="ours: max_tokens_per_micro_batch (0: --micro)")
     p.add_argument("--pack", action="store_true", help="ours: pack_sequences")
     p.add_argument("--chunk", type=int, default=0, help="ours: logprob_chunk_tokens (0: default)")
+    p.add_argument(
+        "--compile", action="store_true", help="ours: compile = true (compiled in the warm-up step)"
+    )
     p.add_argument("--no-before", action="store_true", help="skip the 47efbde engine (its memory is large)")
     p.add_argument(
         "--no-unfused",
@@ -243,6 +246,7 @@ def main() -> int:
                 max_tokens_per_micro_batch=args.max_tokens,
                 pack_sequences=args.pack,
                 logprob_chunk_tokens=args.chunk,
+                compile=args.compile,
             )
         )
         ours.load(path)
@@ -282,7 +286,7 @@ def main() -> int:
             f"shape {args.shape} params {n_params / 1e6:.2f}M vocab {ours.vocab_size} longest {args.seq_len} "
             f"lengths {args.lengths} seqs/step {args.seqs} micro {args.micro} tokens/step {tokens} "
             f"(completion {completion}; plain loop pads to {padded}) ours: max_tokens {args.max_tokens} "
-            f"pack {args.pack} chunk {args.chunk} bf16 {ours.autocast_dtype is not None}"
+            f"pack {args.pack} chunk {args.chunk} compile {args.compile} bf16 {ours.autocast_dtype is not None}"
         )
 
         def autocast() -> Any:
