@@ -149,6 +149,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the run config TOML: [orchestrator.prompt] renders problems, [orchestrator.sampling] max_tokens "
         "bounds answers (default RUN_DIR/run.toml)",
     )
+    w.add_argument(
+        "--eval-limit",
+        type=int,
+        default=0,
+        help="only the first N problems of each level (default 0: all); cheaper and noisier",
+    )
     w.add_argument("--initial-policy", type=Path, help="the policy the run started from: evaluated as step 0")
     w.add_argument(
         "--max-steps",
@@ -309,6 +315,7 @@ def _watch(args: argparse.Namespace) -> int:
         poll_s=args.poll_s,
         tracking=tracking,
         once=args.once,
+        limit=args.eval_limit,
     )
     try:
         return watch(opts)

@@ -68,6 +68,8 @@ class WatchOptions:
     tracking: tuple[str, ...] | None = None
     once: bool = False
     """Evaluate what is there and exit (a finished run)."""
+    limit: int = 0
+    """Only the first this many problems of each level (0: all): a cheaper, noisier curve."""
     batch: int = 128
 
 
@@ -82,6 +84,22 @@ class Settings:
     eval_set: Path
     level_field: str
     doc: dict[str, Any] = field(default_factory=dict)
+    limit: int = 0
+
+    def items(self) -> list[Any]:
+        """The held-out problems, the first `limit` of each level when limited."""
+        from sgpo.launch.evaluate import load_eval_items
+
+        items = load_eval_items(self.eval_set, self.level_field)
+        if not self.limit:
+            return items
+        seen: dict[str, int] = {}
+        out = []
+        for it in items:
+            seen[it.level] = seen.get(it.level, 0) + 1
+            if seen[it.level] <= self.limit:
+                out.append(it)
+        return out
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -136,6 +154,8 @@ def resolve_settings(opts: WatchOptions) -> Settings:
             f"no answer length: give --max-tokens, or --config with [orchestrator.sampling] max_tokens "
             f"({config} {'has none' if config.is_file() else 'does not exist'})"
         )
+    if opts.limit < 0:
+        raise WatchError(f"--eval-limit must be >= 0 (0: every problem); got {opts.limit}")
     if opts.max_steps < 0:
         raise WatchError(f"--max-steps must be >= 0 (0: until stopped); got {opts.max_steps}")
     if not opts.poll_s > 0:
@@ -152,7 +172,9 @@ def resolve_settings(opts: WatchOptions) -> Settings:
         raise WatchError(f"--initial-policy {opts.initial_policy} is not a Hugging Face model folder")
     if float(temperature) == 0:
         samples = 1  # greedy: one completion says it all (as `sgpo train` does)
-    return Settings(int(every), int(samples), float(temperature), int(max_tokens), eval_set, level_field, doc)
+    return Settings(
+        int(every), int(samples), float(temperature), int(max_tokens), eval_set, level_field, doc, opts.limit
+    )
 
 
 def due_steps(
@@ -235,7 +257,7 @@ class EvalWatcher:
         self.say(
             f"watching {self.run_dir / 'checkpoints'}: every {s.eval_every} steps"
             + (f" and the last ({self.opts.max_steps})" if self.opts.max_steps else "")
-            + f"; {s.eval_set} ({s.level_field}), avg@{s.samples} at temperature {s.temperature}, "
+            + f"; {s.eval_set} ({s.level_field}{f', first {s.limit} of each' if s.limit else ''}), avg@{s.samples} at temperature {s.temperature}, "
             f"{s.max_tokens} tokens; {self.opts.engine} engine on {self.opts.device}"
             + (f"; already evaluated: steps {sorted(done)}" if done else "")
         )
@@ -326,7 +348,7 @@ class EvalWatcher:
 
     def _evaluate(self, step: int, path: Path) -> dict[str, Any] | None:
         from sgpo.generator.engine import WeightsRejectedError
-        from sgpo.launch.evaluate import evaluate_served_policy, load_eval_items, run_prompter
+        from sgpo.launch.evaluate import evaluate_served_policy, run_prompter
 
         s = self.settings
         self.say(f"evaluating step {step} ({path})...")
@@ -342,7 +364,7 @@ class EvalWatcher:
             result = evaluate_served_policy(
                 _EngineGenerator(self.engine),
                 _LocalVerifier(self.verifier),
-                load_eval_items(s.eval_set, s.level_field),
+                s.items(),
                 run_prompter({"orchestrator": {}, **s.doc}),
                 s.max_tokens,
                 batch=self.opts.batch,
@@ -440,6 +462,7 @@ class EvalWatcher:
                 "temperature": s.temperature,
                 "max_tokens": s.max_tokens,
                 "set": str(s.eval_set),
+                "limit": s.limit,
             },
         }
         batch_groups = int(s.doc.get("trainer", {}).get("batch_groups", 1))
@@ -456,6 +479,26 @@ class EvalWatcher:
         self.tracker = self.engine = self.verifier = None
 
 
+def wait_for_run_dir(opts: WatchOptions, out: Any = None) -> bool:
+    """Wait until the run folder exists (a deployment starts the watcher beside a trainer that has not
+    written it yet); False when SIGTERM came first."""
+    if opts.run_dir.is_dir() or opts.once:
+        return True
+    stop = threading.Event()
+    old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} evalwatch: waiting for the run folder {opts.run_dir}"
+        (out or (lambda t: print(t, flush=True)))(line)
+        while not opts.run_dir.is_dir():
+            if stop.wait(min(opts.poll_s, 2.0)):
+                return False
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    return True
+
+
 def watch(opts: WatchOptions, out: Any = None) -> int:
     """Run the watcher until the last step, SIGTERM, or (`once`) until what is there is evaluated."""
+    if not wait_for_run_dir(opts, out):
+        return 0
     return EvalWatcher(opts, out).run()
