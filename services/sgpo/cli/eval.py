@@ -163,7 +163,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the run's last step: evaluated too, then exit (default 0: watch until SIGTERM)",
     )
     w.add_argument(
-        "--poll-s", type=float, default=10.0, help="seconds between looks for new checkpoints (10)"
+        "--poll-s", type=float, default=5.0, help="seconds between looks for new checkpoints (5)"
     )
     w.add_argument(
         "--tracking",

@@ -64,7 +64,7 @@ class WatchOptions:
     device: str = "auto"
     dtype: str = "auto"
     threads: int | None = None
-    poll_s: float = 10.0
+    poll_s: float = 5.0
     tracking: tuple[str, ...] | None = None
     once: bool = False
     """Evaluate what is there and exit (a finished run)."""
