@@ -162,9 +162,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="the run's last step: evaluated too, then exit (default 0: watch until SIGTERM)",
     )
-    w.add_argument(
-        "--poll-s", type=float, default=5.0, help="seconds between looks for new checkpoints (5)"
-    )
+    w.add_argument("--poll-s", type=float, default=5.0, help="seconds between looks for new checkpoints (5)")
     w.add_argument(
         "--tracking",
         help="tracker backends, comma-separated, or none (default: RUN_DIR/tracking.toml, else tensorboard)",
