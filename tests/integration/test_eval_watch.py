@@ -202,11 +202,14 @@ def test_watch_gives_the_numbers_of_the_served_evaluation(
     ("args", "message"),
     [
         (("--eval-every", "0"), "--eval-every must be >= 1"),
+        (("--eval-samples", "0"), "--eval-samples must be >= 1"),
+        (("--eval-set", "run.toml"), "is not a JSON row with problem and answer"),
         (("--eval-set", "/nonexistent.jsonl"), "does not exist"),
         (("--model", "x"), "not both"),
     ],
 )
 def test_bad_watch_options_are_usage_errors(run_dir: Path, args: tuple[str, ...], message: str) -> None:
+    args = tuple(str(run_dir / a) if a == "run.toml" else a for a in args)
     proc = subprocess.run(
         sgpo_cmd("eval", "--watch", str(run_dir), *args), capture_output=True, text=True, timeout=60, env=ENV
     )

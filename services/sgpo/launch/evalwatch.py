@@ -146,9 +146,9 @@ def resolve_settings(opts: WatchOptions) -> Settings:
     if int(every) < 1:
         raise WatchError(f"--eval-every must be >= 1; got {every}")
     if int(samples) < 1:
-        raise WatchError(f"--samples must be >= 1; got {samples}")
+        raise WatchError(f"--eval-samples must be >= 1; got {samples}")
     if not (math.isfinite(float(temperature)) and float(temperature) >= 0):
-        raise WatchError(f"--temperature must be >= 0 (0: greedy); got {temperature}")
+        raise WatchError(f"--eval-temperature must be >= 0 (0: greedy); got {temperature}")
     if int(max_tokens) < 1:
         raise WatchError(
             f"no answer length: give --max-tokens, or --config with [orchestrator.sampling] max_tokens "
@@ -166,12 +166,29 @@ def resolve_settings(opts: WatchOptions) -> Settings:
             f"held-out set {eval_set} does not exist; give --eval-set (`sgpo data --preset tiny --out DIR` "
             "writes DIR/eval_problems.jsonl; `sgpo train` writes it into the run folder)"
         )
-    first = next((ln for ln in eval_set.read_text(encoding="utf-8").splitlines() if ln.strip()), "{}")
-    level_field = "steps" if "steps" in json.loads(first) else "level"
+    first = next((ln for ln in eval_set.read_text(encoding="utf-8").splitlines() if ln.strip()), "")
+    try:
+        row = json.loads(first)
+        if not (isinstance(row, dict) and "problem" in row and "answer" in row):
+            raise ValueError("needs problem and answer")
+    except ValueError as e:
+        raise WatchError(
+            f"held-out set {eval_set}: the first line is not a JSON row with problem and answer ({e})"
+        ) from None
+    level_field = "steps" if "steps" in row else "level"
     if opts.initial_policy is not None and not (opts.initial_policy / "config.json").is_file():
         raise WatchError(f"--initial-policy {opts.initial_policy} is not a Hugging Face model folder")
     if float(temperature) == 0:
         samples = 1  # greedy: one completion says it all (as `sgpo train` does)
+    if last and (int(samples), float(temperature)) != (last.get("samples"), last.get("temperature")):
+        log.warning(
+            "eval.jsonl's evaluations used avg@%s at temperature %s; these use avg@%s at %s: the curve mixes two "
+            "kinds of accuracy",
+            last.get("samples"),
+            last.get("temperature"),
+            samples,
+            temperature,
+        )
     return Settings(
         int(every), int(samples), float(temperature), int(max_tokens), eval_set, level_field, doc, opts.limit
     )
