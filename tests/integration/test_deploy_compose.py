@@ -494,7 +494,9 @@ def test_prometheus_scrapes_every_metrics_port() -> None:
 
 
 def _local_services(profile: str, tmp_path: Path) -> list[LocalService]:
-    resolved = resolve_compose(PROFILES[profile])
+    # bind mounts in tmp_path: a ./models or ./datasets left in the checkout would confuse ruff's import sorter
+    env = compose_env(SGPO_MODELS_DIR=str(tmp_path / "models"), SGPO_DATASETS_DIR=str(tmp_path / "datasets"))
+    resolved = resolve_compose(PROFILES[profile], env)
     mapping = LocalMapping(resolved, tmp_path / profile, "redis://127.0.0.1:6379/0")
     out = []
     model = model_folder_stub()
