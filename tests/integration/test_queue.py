@@ -219,3 +219,58 @@ def test_a_password_from_the_url_the_environment_or_a_file_and_never_in_an_error
     assert redact_url(f"rediss://:{secret}@h:1/0?password={secret}") == "rediss://:***@h:1/0?password=***"
     assert redact_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
     assert split_password(f"redis://:{secret}@h:1/0") == ("redis://h:1/0", secret)
+
+
+@pytest.mark.slow  # a trainer process (~15-40 s here); the e2e fault test runs the same path inside `sgpo train`
+def test_a_trainer_goes_on_after_redis_loses_everything(tmp_path, redis_url: str, redis_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    """`sgpo serve trainer` as a real process: after the run's keys vanish (Redis back empty) it re-sets the
+    policy version it owns, recreates its consumer group, skips a re-queued group it already trained, and
+    trains the new ones."""
+    import os
+    import subprocess
+
+    from sgpo.trainer.checkpoint import latest_checkpoint, load_state
+    from tests.support import free_port, sgpo_cmd
+    from tests.unit.trainer.fixtures import read_metrics, tiny_policy, trainer_env
+
+    policy = tiny_policy(tmp_path / "policy")
+    run_dir = tmp_path / "run"
+    env = {
+        **os.environ,
+        **trainer_env(
+            policy, run_dir, redis_prefix, redis_url, batch_groups=2, max_steps=2, checkpoint_every=1,
+            claim_idle_ms=1000, port=free_port(), metrics_port=0,
+        ),
+    }  # fmt: skip
+    queue = GroupQueue(redis_url, redis_prefix, consumer="test")
+    queue.put(make_group("g0"))
+    queue.put(make_group("g1"))
+    with (tmp_path / "trainer.log").open("wb") as log:
+        proc = subprocess.Popen(sgpo_cmd("serve", "trainer"), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (len(read_metrics(run_dir)) == 1 and queue.read_policy_version() == 1):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "trainer.log").read_text()
+            time.sleep(0.1)
+        time.sleep(0.5)  # step 1's checkpoint acknowledged
+        _forget_everything(redis_url, redis_prefix)
+        deadline = time.monotonic() + 30
+        while not queue.has_policy_version():  # the trainer's heartbeat (claim_idle_ms / 4)
+            assert proc.poll() is None and time.monotonic() < deadline, "policy_version never set again"
+            time.sleep(0.05)
+        assert queue.read_policy_version() == 1
+        queue.put(make_group("g1"))  # re-queued by an orchestrator that lost it: trained already
+        queue.put(make_group("g2"))
+        queue.put(make_group("g3"))
+        assert proc.wait(120) == 0  # max_steps = 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ckpt = latest_checkpoint(run_dir)
+    assert ckpt is not None and load_state(ckpt).consumed == [["g0", "g1"], ["g2", "g3"]]
+    log_text = (tmp_path / "trainer.log").read_text()
+    assert (
+        "policy_version was missing" in log_text and "skipped a group already in the checkpoint" in log_text
+    )
+    assert queue.stats().backlog == 0

@@ -171,7 +171,6 @@ def build_redis_client(
     The password: the URL's own, else `password_file`'s, else `SGPO_REDIS_PASSWORD`'s (none: no AUTH)."""
     import redis
     from redis.backoff import ExponentialWithJitterBackoff
-    from redis.retry import Retry
 
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise InvalidInputError(
@@ -189,11 +188,39 @@ def build_redis_client(
         socket_connect_timeout=min(5.0, socket_timeout_s),
         health_check_interval=15,
         **tcp,
-        retry=Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries),
+        retry=_retry_class()(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError],
         client_name=client_name or None,
         decode_responses=decode_responses,
     )
+
+
+class _AuthRefused(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _retry_class() -> Any:
+    """redis-py's Retry, except for a refused password: retried with the connection errors it subclasses, a
+    wrong or missing password took a minute (retries nested in retries) to surface; it surfaces at once."""
+    import redis
+    from redis.retry import Retry
+
+    class NoRetryOnAuth(Retry):  # type: ignore[misc]
+        def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+            def attempt() -> Any:
+                try:
+                    return do()
+                except redis.AuthenticationError as e:
+                    raise _AuthRefused(e) from e
+
+            try:
+                return super().call_with_retry(attempt, fail, *args, **kwargs)
+            except _AuthRefused as e:
+                raise e.error from None
+
+    return NoRetryOnAuth
 
 
 def _url_has_password(url: str) -> bool:
@@ -205,7 +232,8 @@ def _url_has_password(url: str) -> bool:
 
 def is_nogroup(e: BaseException) -> bool:
     """Whether a Redis error says the stream or its consumer group is gone (Redis restarted empty)."""
-    return str(e).startswith("NOGROUP")
+    # UNBLOCKED: a blocking XREADGROUP whose stream was deleted under it (the same loss, seen mid-read)
+    return str(e).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 class GroupQueue:

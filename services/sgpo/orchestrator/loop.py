@@ -204,6 +204,10 @@ def write_progress_file(path: Path, progress: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+SYNC_WHILE_WAITING_S = 2.0
+"""How often the loop checks its outstanding groups while it waits on backpressure or staleness."""
+
+
 class _Stopped(Exception):
     """The loop was stopped while the queue was unreachable."""
 
@@ -298,6 +302,7 @@ class Orchestrator:
         self.progress: Progress | None = None
         self._redoing: set[str] = set()  # group ids being re-sampled right now
         self._redo: deque[Slot] = deque()
+        self._last_sync = 0.0
         self.requeued = 0
         """Groups re-sampled because the queue lost them (Redis restarted empty or behind)."""
 
@@ -715,6 +720,10 @@ class Orchestrator:
                 ahead = self.stats.enqueued + self._inflight(pending) + new
                 if self.queue_call("pacing", lambda a=ahead: self.pacer.ready(a)):  # type: ignore[misc]
                     break
+                if time.monotonic() - self._last_sync > SYNC_WHILE_WAITING_S:
+                    # the trainer acknowledges while we wait: fewer outstanding, fewer re-samples if Redis
+                    # comes back empty
+                    self._sync_outstanding(prompts)
                 self.stop.wait(self.pacer.poll_s)
             self.metrics.paused.set(0)
             if self.stop.is_set():
@@ -819,6 +828,7 @@ class Orchestrator:
         (1) before (2), with no put between: a Redis that came back empty would otherwise show new
         entries acknowledged past the lost ones' ids, and they would be forgotten instead of re-sampled."""
         progress, cfg = self.progress, self.cfg
+        self._last_sync = time.monotonic()
         if progress is None:
             return
         if self.durable is not None:
