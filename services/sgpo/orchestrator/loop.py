@@ -643,7 +643,12 @@ class Orchestrator:
     # -- the loop ----------------------------------------------------------------------------------------
     def run(self) -> RunStats:
         try:
-            return self._replay() if self.cfg.replay is not None else self._online()
+            if self.cfg.replay is None:
+                return self._online()
+            try:
+                return self._replay()
+            except _Stopped:  # stopped during an outage; a restart replays, its ids deduped by the queue
+                return self.stats
         finally:
             if self._stats_file is not None:
                 self._stats_file.close()
@@ -871,7 +876,9 @@ class Orchestrator:
             for recorded in read_groups(cfg.replay):
                 if self.stop.is_set() or self._limit_reached():
                     return self.stats
-                while not self.stop.is_set() and not self.pacer.ready(self.stats.enqueued + 1):
+                while not self.stop.is_set() and not self.queue_call(
+                    "pacing", lambda: self.pacer.ready(self.stats.enqueued + 1)
+                ):
                     self.stop.wait(self.pacer.poll_s)
                 self.stats.sampled += len(recorded.completions)
                 scored = score(recorded, self.algorithm)
