@@ -207,7 +207,7 @@ def _retry_class() -> Any:
     import redis
     from redis.retry import Retry
 
-    class NoRetryOnAuth(Retry):  # type: ignore[misc]
+    class NoRetryOnAuth(Retry):
         def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
             def attempt() -> Any:
                 try:
