@@ -196,7 +196,11 @@ def serve_grpc(
             worker.start()
         serving = True
         while not stop.wait(HEALTH_POLL_S if healthy is not None else None):
-            now = bool(healthy()) if healthy is not None else True
+            try:
+                now = bool(healthy()) if healthy is not None else True
+            except Exception as e:  # a probe that fails is a dependency that is not there
+                log.debug("health probe failed", exc_info=e)
+                now = False
             if now != serving:
                 serving = now
                 running.set_serving(now)
