@@ -245,7 +245,9 @@ def test_train_survives_redis_killed_and_restarted_empty_then_from_its_aof(tmp_p
         assert all(g.startswith(f"{run_dir.name}-e0-p") and g.endswith("-a0") for g in produced)
         # produced, not trained: still in the queue (the orchestrator runs ahead of the trainer)
         client = second.client()
-        queued = {e[1][b"group_id"].decode() for e in client.xrange(f"sgpo:{run_dir.name}:groups")}
+        stream = [e[1][b"group_id"].decode() for e in client.xrange(f"sgpo:{run_dir.name}:groups")]
+        assert len(stream) == len(set(stream)), "a group queued twice since the empty restart"
+        queued = set(stream)
         assert produced - set(trained) <= queued
         # the only groups queued twice are those the empty Redis lost, re-sampled under their own ids
         first_time = [r for r in rows if not r["requeued"]]
