@@ -33,7 +33,11 @@ class TrainerConfig(ServiceConfig):
     run_id: str = "default"
     """Names this run's Redis keys (sgpo:{run_id}:...); trainer and orchestrator must agree."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis holding the group queue."""
+    """Redis holding the group queue. A password may be in the URL (`redis://:PASS@host:6379/0`), but prefer
+    `redis_password_file` or the `SGPO_REDIS_PASSWORD` environment variable; logs show the URL redacted."""
+    redis_password_file: Path | None = None
+    """File holding the Redis password (first line); wins over `SGPO_REDIS_PASSWORD`, loses to a password in
+    `redis_url`."""
     consumer_group: str = "trainers"
     """Redis consumer group the trainers read through."""
     consumer: str = ""
