@@ -471,7 +471,9 @@ def test_compose_wiring() -> None:
                 run_dir = services[hosts["trainer"]]["environment"]["SGPO_TRAINER__RUN_DIR"]
                 assert env["SGPO_GENERATOR__WEIGHTS_ROOT"] == f"{run_dir}/weights", where
             if role == "judge":
-                assert json.loads(env["SGPO_JUDGE__API_KEYS"]) == [COMPOSE_SECRETS["SGPO_JUDGE_API_KEY"]], where
+                assert json.loads(env["SGPO_JUDGE__API_KEYS"]) == [COMPOSE_SECRETS["SGPO_JUDGE_API_KEY"]], (
+                    where
+                )
             assert env[f"{prefix}HOST"] == "0.0.0.0", f"{where}: bind 0.0.0.0 in a container"
             assert svc["healthcheck"]["test"] == ["CMD", "sgpo-healthcheck"], where
             assert svc["command"][2:4] == ["--config", "/etc/sgpo/sgpo.toml"], where
