@@ -160,7 +160,7 @@ def load_config(
     except SettingsError as e:  # an env value that is not JSON where a list or table is expected
         raise ConfigError(
             f"invalid {cls.service} config: {e}; lists and tables are JSON in the environment "
-            f"(SGPO_{cls.service.upper()}__FIELD='[\"a\", \"b\"]')"
+            f'(SGPO_{cls.service.upper()}__FIELD=\'["a", "b"]\')'
         ) from None
     finally:
         _FILE_DATA.reset(token)
