@@ -506,8 +506,11 @@ def test_compose_wiring() -> None:
         and redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
     )
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
-    assert '--requirepass "$$SGPO_REDIS_PASSWORD"' in " ".join(redis["command"])
-    assert set(redis["environment"]) == {"SGPO_REDIS_PASSWORD", "REDISCLI_AUTH"}  # the health check's auth
+    # requirepass in a config file of its own (redis-server's first argument), the health check authenticates
+    assert redis["command"][1] == "/etc/redis/sgpo-auth.conf"
+    assert {"source": "redis-auth", "target": "/etc/redis/sgpo-auth.conf"} in redis["configs"]
+    assert raw["configs"]["redis-auth"]["content"].startswith("requirepass ${SGPO_REDIS_PASSWORD:?")
+    assert set(redis["environment"]) == {"REDISCLI_AUTH"}
     assert any(v.startswith("redis-data:/data") for v in redis["volumes"])
 
 

@@ -106,7 +106,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 "trainer",
                 root,
                 env={
-                    **common,
+                    # the token by the service's own setting (not the shared env): its clients use it too
+                    "SGPO_TRAINER__SERVICE_TOKEN_FILE": common[auth.TOKEN_FILE_ENV],
                     **trainer_env(
                         policy,
                         run_dir,
@@ -123,7 +124,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             # the orchestrator enqueues its 2 groups and exits: started here, checked by the training test
             orch_env = {
                 **os.environ,
-                **common,
+                "SGPO_ORCHESTRATOR__SERVICE_TOKEN_FILE": common[auth.TOKEN_FILE_ENV],
                 "SGPO_ORCHESTRATOR__PORT": str(free_port()),
                 "SGPO_ORCHESTRATOR__METRICS_PORT": "0",
                 "SGPO_ORCHESTRATOR__RUN_ID": run_id,
@@ -216,6 +217,10 @@ def test_every_http_api_route_refuses_calls_without_the_key(deployment: Deployme
             r = httpx.request(method, f"http://127.0.0.1:{port}{path}", headers=good, json={}, timeout=30)
             assert r.status_code != 401, (name, path, r.text)
             deployment.messages.append(r.text)
+    # OpenRLHF's client sends the key in the query string: checked the same way (and never logged: no access log)
+    reward = f"http://127.0.0.1:{deployment.http['judge']}/v1/openrlhf/reward"
+    assert httpx.post(f"{reward}?api_key=wrong", json={}, timeout=10).status_code == 401
+    assert httpx.post(f"{reward}?api_key={JUDGE_KEY}", json={}, timeout=30).status_code != 401
     ok = httpx.post(
         f"http://127.0.0.1:{deployment.http['generator']}/v1/completions",
         headers={"Authorization": f"Bearer {GEN_KEY}"},

@@ -192,10 +192,18 @@ class _TokenClientInterceptor(
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    def __init__(self, token: str) -> None:
-        self._header = (METADATA_KEY, f"Bearer {token}")
+    def __init__(self, token: Callable[[], str | None]) -> None:
+        self._token = token
+        self._header: tuple[str, str] | None = None
+        self._resolved = False
 
     def _details(self, details: Any) -> Any:
+        if not self._resolved:  # at the first call: a service sets its token when it starts serving
+            tok = self._token()
+            self._header = (METADATA_KEY, f"Bearer {tok}") if tok else None
+            self._resolved = True
+        if self._header is None:
+            return details
         metadata = [*(details.metadata or ()), self._header]
         return _CallDetails(
             details.method,
@@ -242,13 +250,12 @@ def channel(
 ) -> grpc.Channel:
     """A channel to another service that sends the service token with every call.
 
-    `token` defaults to `process_token()`; None (no token anywhere) gives a plain channel (authentication off).
+    `token` defaults to `process_token()`, read at the channel's first call (a service builds its clients
+    before `serve_grpc` has read its token); None, or no token anywhere: nothing is sent (authentication off).
     """
     ch = grpc.insecure_channel(target, options=list(options or []))
-    tok = process_token() if token is _UNSET else token
-    if not tok:
-        return ch
-    return grpc.intercept_channel(ch, _TokenClientInterceptor(tok))
+    getter: Callable[[], str | None] = process_token if token is _UNSET else (lambda: token)
+    return grpc.intercept_channel(ch, _TokenClientInterceptor(getter))
 
 
 def server_interceptors(token: str | None) -> list[grpc.ServerInterceptor]:
