@@ -85,7 +85,7 @@ def read_secret_lines(path: str | Path, what: str = "key") -> list[str]:
 def write_secret_file(path: str | Path, value: str) -> Path:
     """Write `value` to `path` with mode 0600 (created so: never readable by others); replaces the file."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the mode of a folder it creates
     tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
