@@ -6,7 +6,7 @@ and peak memory, all in one process, interleaved, ratios printed.
     python bench/trainer.py --shape qwen2.5-1.5b --device cuda --seq-len 1024 --seqs 64 --micro 4
 
 Four sides train the same model on the same synthetic groups with the same micro-batch size:
-- ours: `TrainEngine.train_step` as configured (`--max-tokens`, `--pack`, `--chunk`): the fused output layer
+- ours: `TrainEngine.train_step` as configured (`--max-tokens`, `--pack`, `--chunk`, `--compile`): the fused output layer
   (each logits chunk turned into its gradients in the forward pass; `fused_output_layer`);
 - unfused: the same with `fused_output_layer = false` (chunked logprobs, backward recomputes the logits;
   `--no-unfused` skips it);
@@ -24,7 +24,10 @@ side. Peak memory: on CPU the step's resident high-water mark above the resident
 AdamW state are resident for every side alike, printed once); on CUDA torch's max allocated. bf16 autocast
 and gradient checkpointing on CUDA. On CUDA, MFU = 6 * params * tokens/s / peak bf16.
 
-Machine, load and date are printed: on a shared CPU the figures are noisy; compare ratios, not absolutes.
+Machine, load and date are printed: on a shared CPU the figures are noisy; compare ratios, not absolutes. On
+a CPU each side's rate is also printed per second of this thread's CPU time (`time.thread_time`): with
+`--threads 1` that is the work a side does, nearly independent of other processes taking turns on the cores
+(they still share caches and memory bandwidth), so on a loaded machine the cpu-time ratio is the steadier one.
 """
 
 from __future__ import annotations
@@ -154,8 +157,12 @@ def sync(device: Any) -> None:
         torch.cuda.synchronize()
 
 
-def measured(fn: Any, device: Any) -> tuple[float, int]:
-    """(seconds, peak bytes above the start) of fn()."""
+def measured(fn: Any, device: Any) -> tuple[float, float, int]:
+    """(wall seconds, this thread's CPU seconds, peak bytes above the start) of fn().
+
+    With `--threads 1` on a CPU every kernel runs on the calling thread, so its CPU seconds are the work done,
+    nearly free of what other processes do to the wall clock on a shared machine (cache and memory bandwidth
+    still are shared); on CUDA the CPU seconds mean nothing and the wall clock is the figure."""
     import torch
 
     from sgpo.trainer.memory import peak_rss_above
@@ -167,10 +174,11 @@ def measured(fn: Any, device: Any) -> tuple[float, int]:
         t0 = time.perf_counter()
         fn()
         sync(device)
-        return time.perf_counter() - t0, torch.cuda.max_memory_allocated() - start
-    t0 = time.perf_counter()
+        dt = time.perf_counter() - t0
+        return dt, dt, torch.cuda.max_memory_allocated() - start
+    t0, c0 = time.perf_counter(), time.thread_time()
     _, peak = peak_rss_above(fn)
-    return time.perf_counter() - t0, peak
+    return time.perf_counter() - t0, time.thread_time() - c0, peak
 
 
 def main() -> int:
@@ -185,6 +193,9 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=0, help="ours: max_tokens_per_micro_batch (0: --micro)")
     p.add_argument("--pack", action="store_true", help="ours: pack_sequences")
     p.add_argument("--chunk", type=int, default=0, help="ours: logprob_chunk_tokens (0: default)")
+    p.add_argument(
+        "--compile", action="store_true", help="ours: compile = true (compiled in the warm-up step)"
+    )
     p.add_argument("--no-before", action="store_true", help="skip the 47efbde engine (its memory is large)")
     p.add_argument(
         "--no-unfused",
@@ -235,6 +246,7 @@ def main() -> int:
                 max_tokens_per_micro_batch=args.max_tokens,
                 pack_sequences=args.pack,
                 logprob_chunk_tokens=args.chunk,
+                compile=args.compile,
             )
         )
         ours.load(path)
@@ -274,7 +286,7 @@ def main() -> int:
             f"shape {args.shape} params {n_params / 1e6:.2f}M vocab {ours.vocab_size} longest {args.seq_len} "
             f"lengths {args.lengths} seqs/step {args.seqs} micro {args.micro} tokens/step {tokens} "
             f"(completion {completion}; plain loop pads to {padded}) ours: max_tokens {args.max_tokens} "
-            f"pack {args.pack} chunk {args.chunk} bf16 {ours.autocast_dtype is not None}"
+            f"pack {args.pack} chunk {args.chunk} compile {args.compile} bf16 {ours.autocast_dtype is not None}"
         )
 
         def autocast() -> Any:
@@ -312,23 +324,36 @@ def main() -> int:
                 f"resident after loading all sides and one step each: {(_status_bytes('VmRSS') - base) / 2**20:,.0f} MiB"
             )
         rates: dict[str, list[float]] = {k: [] for k in sides}
+        cpu_rates: dict[str, list[float]] = {k: [] for k in sides}
         peaks: dict[str, list[int]] = {k: [] for k in sides}
         for r in range(args.repeats):
             cells = []
             for name, fn in sides.items():
-                dt, peak = measured(lambda fn=fn, r=r: fn(r + 1), device)
+                dt, cpu, peak = measured(lambda fn=fn, r=r: fn(r + 1), device)
                 rates[name].append(tokens / dt)
+                cpu_rates[name].append(tokens / cpu)
                 peaks[name].append(peak)
-                cells.append(f"{name} {dt:.3f}s {tokens / dt:,.0f} tok/s peak +{peak / 2**20:,.0f} MiB")
-            print(f"repeat {r}: " + " | ".join(cells))
-        med = {k: statistics.median(v) for k, v in rates.items()}
+                cells.append(
+                    f"{name} {dt:.3f}s {tokens / dt:,.0f} tok/s"
+                    + ("" if cuda else f" (cpu {cpu:.3f}s {tokens / cpu:,.0f} tok/s)")
+                    + f" peak +{peak / 2**20:,.0f} MiB"
+                )
+            print(f"repeat {r}: " + " | ".join(cells) + f" | load {os.getloadavg()[0]:.1f}")
         peak = {k: max(v) for k, v in peaks.items()}
-        print("median tokens/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in med.items()))
-        print(
-            f"RATIO tokens/s ours/plain {med['ours'] / med['plain']:.2f}"
-            + (f", ours/unfused {med['ours'] / med['unfused']:.2f}" if "unfused" in med else "")
-            + (f", ours/before {med['ours'] / med['before']:.2f}" if "before" in med else "")
-        )
+        kinds = [("wall", rates)] + ([] if cuda else [("cpu-time", cpu_rates)])
+        if not cuda and torch.get_num_threads() != 1:
+            print(
+                "note: cpu-time rates count every torch thread's work only with --threads 1; read the wall ones"
+            )
+        for kind, table in kinds:
+            med = {k: statistics.median(v) for k, v in table.items()}
+            print(f"median tokens/s ({kind}): " + ", ".join(f"{k} {v:,.0f}" for k, v in med.items()))
+            print(
+                f"RATIO tokens/s ({kind}) ours/plain {med['ours'] / med['plain']:.2f}"
+                + (f", ours/unfused {med['ours'] / med['unfused']:.2f}" if "unfused" in med else "")
+                + (f", ours/before {med['ours'] / med['before']:.2f}" if "before" in med else "")
+            )
+        med = {k: statistics.median(v) for k, v in rates.items()}
         print(
             "peak step memory above resident (MiB): "
             + ", ".join(f"{k} {v / 2**20:,.0f}" for k, v in peak.items())

@@ -7,7 +7,9 @@ wires it: service host names and aliases -> 127.0.0.1 (each container port -> a 
 -> this machine's Redis, volumes and configs -> local folders and files. Services start in `depends_on`
 order, each gate checked the compose way (`service_healthy`: the service's own healthcheck command passes;
 `service_completed_successfully`: the one-shot exits 0). A short training run (SGPO_TRAIN_STEPS, the
-file's own knob) must complete through them: the trainer exits 0 after checkpointing and publishing weights.
+file's own knob) must complete through them: the trainer exits 0 after checkpointing and publishing weights,
+and the held-out evaluator (`sgpo eval --watch`, a few problems per level: SGPO_EVAL_LIMIT) evaluates the
+initial policy and the last step's checkpoint into the run folder and exits.
 
 Not run: Redis (this machine's), Prometheus and Grafana (third-party images; their files are validated in
 tests/integration/test_deploy_*.py). The same profile in real containers, with a real Redis and Prometheus,
@@ -18,6 +20,7 @@ one-shot `policy-init` finds it cached (the full pretraining takes many minutes)
 from __future__ import annotations
 
 import importlib.util
+import json
 import signal
 import subprocess
 import time
@@ -132,7 +135,10 @@ def test_cpu_profile_trains_through_the_compose_wiring(
     from sgpo.tasks.tiny import TINY_PRESET
 
     run_id = redis_prefix  # its Redis keys are deleted after the test
-    resolved = resolve_compose(["cpu"], env=compose_env(SGPO_RUN_ID=run_id, SGPO_TRAIN_STEPS=str(STEPS)))
+    env = compose_env(
+        SGPO_RUN_ID=run_id, SGPO_TRAIN_STEPS=str(STEPS), SGPO_EVAL_LIMIT="2", SGPO_EVAL_SAMPLES="1"
+    )
+    resolved = resolve_compose(["cpu"], env=env)
     services = resolved["services"]
     assert {sgpo_role(s) for s in services.values()} >= {
         "generator",
@@ -165,6 +171,9 @@ def test_cpu_profile_trains_through_the_compose_wiring(
         trainer = next(n for n, s in services.items() if sgpo_role(s) == "trainer")
         code = topo.wait_exit(trainer, TRAIN_TIMEOUT_S)
         assert code == 0, f"the trainer exited {code}:\n{topo.log(trainer)}"
+        if "evaluator-cpu" in topo.procs:  # it exits once the run's last step is evaluated
+            code = topo.wait_exit("evaluator-cpu", TRAIN_TIMEOUT_S)
+            assert code == 0, f"the evaluator exited {code}:\n{topo.log('evaluator-cpu')}"
     finally:
         codes = topo.stop_all()
 
@@ -173,5 +182,11 @@ def test_cpu_profile_trains_through_the_compose_wiring(
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*"))
     assert f"step-{STEPS}" in checkpoints, f"no final checkpoint in {run_dir}: {checkpoints}"
     assert any((run_dir / "weights").glob("v*")), "the trainer published no weights"
+    if "evaluator-cpu" in services:  # the held-out evaluation, kept with the run
+        evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+        assert [e["step"] for e in evals] == [0, STEPS], topo.log("evaluator-cpu")
+        assert all(e["n"] == 2 * len(e["accuracy"]) for e in evals), "2 problems per level, 1 sample"
+        assert (run_dir / "checkpoints" / "best").resolve() == (run_dir / "checkpoints" / f"step-{STEPS}")
+        assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     for name, code in codes.items():  # every service stopped cleanly on SIGTERM
         assert code == 0, f"{name} exited {code}:\n{topo.log(name)}"

@@ -529,7 +529,9 @@ def test_prometheus_scrapes_every_metrics_port() -> None:
 
 
 def _local_services(profile: str, tmp_path: Path) -> list[LocalService]:
-    resolved = resolve_compose(PROFILES[profile])
+    # bind mounts in tmp_path: a ./models or ./datasets left in the checkout would confuse ruff's import sorter
+    env = compose_env(SGPO_MODELS_DIR=str(tmp_path / "models"), SGPO_DATASETS_DIR=str(tmp_path / "datasets"))
+    resolved = resolve_compose(PROFILES[profile], env)
     mapping = LocalMapping(resolved, tmp_path / profile, "redis://127.0.0.1:6379/0")
     out = []
     model = model_folder_stub()
@@ -763,3 +765,76 @@ def test_compose_e2e_script_skips_with_a_reason_when_it_cannot_run() -> None:
     )
     assert r.returncode == 77, (r.returncode, r.stdout, r.stderr)
     assert "SKIPPED: needs root" in r.stderr
+
+
+# ---- the held-out evaluator (sgpo eval --watch) -----------------------------------------------------------------
+EVALUATORS = {"cpu": (["cpu"], "evaluator-cpu"), "gpu": (["gpu", "evaluator"], "evaluator")}
+
+
+def _flags(argv: list[str]) -> dict[str, str]:
+    return dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+
+
+@pytest.mark.parametrize("profile", sorted(EVALUATORS))
+def test_the_evaluator_watches_the_trainers_run_folder(profile: str) -> None:
+    """The evaluator reads what the trainer writes: the same run folder on the same volume, the same config
+    file, the trainer's initial policy as step 0, the trainer's last step; and the trainer keeps the
+    checkpoints it evaluates (keep_every = eval_every, a multiple of checkpoint_every)."""
+    import tomllib
+
+    profiles, name = EVALUATORS[profile]
+    for env in (compose_env(), compose_env(SGPO_EVAL_EVERY="40", SGPO_TRAIN_STEPS="120", SGPO_RUN_ID="r1")):
+        resolved = resolve_compose(profiles, env)
+        services, hosts = resolved["services"], service_hosts(resolved)
+        ev, tr = services[name], services[hosts["trainer"]]
+        assert ev["command"][:1] == ["eval"] and sgpo_role(ev) is None
+        flags, t_env = _flags(ev["command"]), tr["environment"]
+        assert flags["watch"] == t_env["SGPO_TRAINER__RUN_DIR"]
+        assert flags["initial-policy"] == t_env["SGPO_TRAINER__MODEL_PATH"]
+        assert flags["max-steps"] == t_env["SGPO_TRAINER__MAX_STEPS"]
+        assert flags["eval-every"] == t_env["SGPO_TRAINER__KEEP_EVERY"]
+        if env.get("SGPO_EVAL_EVERY"):
+            assert (flags["eval-every"], flags["max-steps"]) == ("40", "120")
+            assert flags["watch"].endswith("/runs/r1")
+
+        def data_volume(svc: dict[str, Any]) -> str:
+            (vol,) = [v for v in svc["volumes"] if v["target"] == "/data"]
+            return str(vol["source"])
+
+        assert data_volume(ev) == data_volume(tr) == "sgpo-data"
+        cfg = {c["target"]: c["source"] for c in ev["configs"]}
+        assert cfg[flags["config"]] == {c["target"]: c["source"] for c in tr["configs"]}[flags["config"]]
+        toml = tomllib.loads(Path(resolved["configs"][cfg[flags["config"]]]["file"]).read_text())
+        assert int(flags["eval-every"]) % toml["trainer"]["checkpoint_every"] == 0, (
+            "an evaluated step must be a checkpointed one"
+        )
+        assert ev["healthcheck"].get("disable") is True, "no gRPC server: the image's health check would fail"
+        assert ev["restart"] == "on-failure"
+        gpus = ((ev.get("deploy") or {}).get("resources") or {}).get("reservations", {}).get("devices") or []
+        assert flags["device"] == ("cuda" if profile == "gpu" else "cpu")
+        assert bool(gpus) == (profile == "gpu"), gpus
+        if (
+            profile == "cpu"
+        ):  # the held-out set policy-init writes (sgpo data --preset tiny --out /data/tasks)
+            assert flags["eval-set"] == "/data/tasks/eval_problems.jsonl"
+            assert "--out /data/tasks" in " ".join(services["policy-init"]["command"])
+            assert ev["depends_on"]["policy-init"]["condition"] == "service_completed_successfully"
+        else:
+            mounts = {v["target"] for v in ev["volumes"]}
+            assert flags["eval-set"].startswith("/datasets/") and "/datasets" in mounts
+    assert name not in resolve_compose(PROFILES[profile])["services"] or profile == "cpu", (
+        "the GPU evaluator is opt-in: it needs a GPU and a held-out file"
+    )
+
+
+def test_the_compose_evaluator_command_parses(tmp_path: Path) -> None:
+    """The cpu evaluator's own argv, mapped onto this machine, is a valid `sgpo eval --watch`: with a missing
+    held-out file it stops with the usage error that names it (before loading any model)."""
+    resolved = resolve_compose(["cpu"])
+    mapping = LocalMapping(resolved, tmp_path, "redis://127.0.0.1:6379/0")
+    local = mapping.local("evaluator-cpu")
+    run_dir = Path(_flags(local.argv)["watch"])
+    run_dir.mkdir(parents=True)
+    r = subprocess.run(local.argv, env=local.env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "eval_problems.jsonl does not exist" in r.stderr and str(tmp_path) in r.stderr, r.stderr

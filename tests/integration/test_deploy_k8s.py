@@ -445,3 +445,91 @@ def test_chart_turns_authentication_on(name: str, rendered: dict[str, list[dict[
     assert callers("redis", 6379) == {"orchestrator", "trainer"}
     assert callers("orchestrator", 50054) == set() and callers("trainer", 50055) <= {"trainer"}
     assert policies["redis"]["spec"]["egress"] == []
+
+
+# ---- the held-out evaluator (sgpo eval --watch) -----------------------------------------------------------------
+def _flags(args: list[str]) -> dict[str, str]:
+    return dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_the_evaluator_watches_the_trainers_run_folder(
+    name: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """values-cpu and values-gpu run the evaluator: the trainer's run folder on the same data volume, the same
+    config map, the trainer's initial policy and last step; the trainer keeps what it evaluates."""
+    docs = rendered[name]
+    work = workloads(docs)
+    ev, tr = work["evaluator"], work["trainer"]
+    assert ev["kind"] == "Deployment" and ev["spec"]["replicas"] == 1
+    assert ev["spec"]["strategy"]["type"] == "Recreate", "one writer of eval.jsonl"
+    pod, tpod = ev["spec"]["template"]["spec"], tr["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][0] == "eval" and "ports" not in container and "readinessProbe" not in container
+    flags = _flags(container["args"])
+    tenv = env_of(tpod["containers"][0])
+    assert flags["watch"] == tenv["SGPO_TRAINER__RUN_DIR"]
+    assert flags["initial-policy"] == tenv["SGPO_TRAINER__MODEL_PATH"]
+    assert flags["max-steps"] == tenv["SGPO_TRAINER__MAX_STEPS"]
+    assert flags["eval-every"] == tenv["SGPO_TRAINER__KEEP_EVERY"] == str(values(name)["evaluator"]["every"])
+    assert flags["config"] == "/etc/sgpo/sgpo.toml"
+
+    def claim(p: dict[str, Any], mount: str) -> str:
+        (m,) = [m for m in p["containers"][0]["volumeMounts"] if m["mountPath"] == mount]
+        (vol,) = [v for v in p["volumes"] if v["name"] == m["name"]]
+        return str(vol.get("persistentVolumeClaim", {}).get("claimName") or vol["configMap"]["name"])
+
+    assert claim(pod, "/data") == claim(tpod, "/data"), "the evaluator reads the trainer's volume"
+    assert claim(pod, "/etc/sgpo") == claim(tpod, "/etc/sgpo")
+    toml = next(iter(by_kind(docs, "ConfigMap").values()))["data"]["sgpo.toml"]
+    import tomllib
+
+    assert int(flags["eval-every"]) % tomllib.loads(toml)["trainer"]["checkpoint_every"] == 0
+    limits = container["resources"].get("limits", {})
+    if name == "cpu":
+        assert flags["device"] == "cpu" and "nvidia.com/gpu" not in limits
+        assert flags["eval-set"] == "/data/tasks/eval_problems.jsonl", "the tiny task's held-out set"
+        assert pod["initContainers"][0]["name"] == "wait-for-policy"
+        assert container["image"].startswith("sgpo/light:")
+    else:
+        assert flags["device"] == "cuda" and limits["nvidia.com/gpu"] == 1
+        assert container["image"].startswith("sgpo/trainer:"), "CUDA torch"
+
+
+def test_the_evaluator_is_opt_in_and_checks_its_values() -> None:
+    import helm_python as helm
+
+    docs = render_chart({})
+    assert "evaluator" not in workloads(docs)
+    trainer = workloads(docs)["trainer"]["spec"]["template"]["spec"]["containers"][0]
+    assert "SGPO_TRAINER__KEEP_EVERY" not in env_of(trainer)
+    with pytest.raises(
+        helm.HelmError, match=r"evaluator.every \(30\) must be a multiple of .*checkpoint_every \(20\)"
+    ):
+        render_chart({"evaluator": {"enabled": True, "every": 30}})
+    with pytest.raises(helm.HelmError, match=r"evaluator.device must be cpu or cuda"):
+        render_chart({"evaluator": {"enabled": True, "device": "tpu"}})
+    docs = render_chart({"evaluator": {"enabled": True, "every": 40}, "trainer": {"nodes": 2, "gpus": 8}})
+    lws = next(d for d in docs if d["kind"] == "LeaderWorkerSet")
+    for role in ("leaderTemplate", "workerTemplate"):  # every trainer pod keeps them (rank 0 prunes)
+        env = env_of(lws["spec"]["leaderWorkerTemplate"][role]["spec"]["containers"][0])
+        assert env["SGPO_TRAINER__KEEP_EVERY"] == "40"
+    assert not validate_k8s(docs)
+
+
+def test_the_rendered_evaluator_command_parses(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """values-cpu's evaluator args, paths mapped here: a valid `sgpo eval --watch` that, with no held-out file
+    yet, stops with the usage error naming it (before loading any model)."""
+    docs = rendered["cpu"]
+    container = workloads(docs)["evaluator"]["spec"]["template"]["spec"]["containers"][0]
+    config = tmp_path / "sgpo.toml"  # the config map, mounted at /etc/sgpo
+    config.write_text(next(iter(by_kind(docs, "ConfigMap").values()))["data"]["sgpo.toml"])
+    args = [re.sub(r"(?<=[=])/data(?=/|$)", str(tmp_path / "data"), a) for a in container["args"]]
+    args = [a.replace("/etc/sgpo/sgpo.toml", str(config)) for a in args]
+    (tmp_path / "data" / "runs" / "sgpo-tiny").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SGPO_")}
+    r = subprocess.run(sgpo_cmd(*args), capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{tmp_path}/data/tasks/eval_problems.jsonl does not exist" in r.stderr, r.stderr

@@ -1,5 +1,9 @@
 """`sgpo eval --model DIR`: a model's accuracy on math benchmarks (avg@k, pass@k), sampled by a generator
-engine in-process and scored by the verifier. The evaluation itself is `sgpo.tasks.evaluate.evaluate`."""
+engine in-process and scored by the verifier. The evaluation itself is `sgpo.tasks.evaluate.evaluate`.
+
+`sgpo eval --watch RUN_DIR`: the periodic held-out evaluation of a running (deployed) training run, as `sgpo
+train` makes it: every `--eval-every` steps' checkpoint, into RUN_DIR/eval.jsonl, checkpoints/best and the
+run's trackers (`sgpo.launch.evalwatch`)."""
 
 from __future__ import annotations
 
@@ -20,13 +24,15 @@ from sgpo.tasks.evaluate import (
 )
 from sgpo.tasks.models import MODEL_ALIASES
 
-HELP = "evaluate a model on math benchmarks (avg@k, pass@k) with a generator engine and the verifier"
+HELP = (
+    "evaluate a model on math benchmarks (avg@k, pass@k) with a generator engine and the verifier; "
+    "--watch RUN_DIR: a training run's held-out evaluation, checkpoint by checkpoint"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        required=True,
         help="a local Hugging Face model folder (the tiny policy from `sgpo pretrain --out DIR`, a run "
         "checkpoint such as runs/NAME/checkpoints/step-N, a downloaded model), or 'tiny' / 'tiny-chat' / "
         "'tiny-random'",
@@ -107,6 +113,61 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also write every completion's text to the items JSONL",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    w = p.add_argument_group(
+        "watching a run (--watch RUN_DIR instead of --model; also --max-tokens, --engine, --device, --dtype, "
+        "--threads)"
+    )
+    w.add_argument(
+        "--watch",
+        type=Path,
+        metavar="RUN_DIR",
+        help="follow RUN_DIR/checkpoints and evaluate held-out accuracy as `sgpo train` does: lines in "
+        "RUN_DIR/eval.jsonl, checkpoints/best, eval/* in the run's trackers; restarts skip evaluated steps",
+    )
+    w.add_argument(
+        "--eval-every",
+        type=int,
+        help="evaluate checkpoints of steps that are multiples of K (default: recipe.toml, run.toml's "
+        "trainer keep_every, else 20); set the trainer's keep_every to it",
+    )
+    w.add_argument(
+        "--eval-samples", type=int, help="completions per problem, avg@k (default: as before, else 4)"
+    )
+    w.add_argument(
+        "--eval-temperature",
+        type=float,
+        help="sampling temperature, 0 = greedy (default: as before, else 1.0)",
+    )
+    w.add_argument(
+        "--eval-set",
+        type=Path,
+        help="held-out JSONL (problem, answer, steps or level; default RUN_DIR/eval_problems.jsonl)",
+    )
+    w.add_argument(
+        "--config",
+        type=Path,
+        help="the run config TOML: [orchestrator.prompt] renders problems, [orchestrator.sampling] max_tokens "
+        "bounds answers (default RUN_DIR/run.toml)",
+    )
+    w.add_argument(
+        "--eval-limit",
+        type=int,
+        default=0,
+        help="only the first N problems of each level (default 0: all); cheaper and noisier",
+    )
+    w.add_argument("--initial-policy", type=Path, help="the policy the run started from: evaluated as step 0")
+    w.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        help="the run's last step: evaluated too, then exit (default 0: watch until SIGTERM)",
+    )
+    w.add_argument("--poll-s", type=float, default=5.0, help="seconds between looks for new checkpoints (5)")
+    w.add_argument(
+        "--tracking",
+        help="tracker backends, comma-separated, or none (default: RUN_DIR/tracking.toml, else tensorboard)",
+    )
+    w.add_argument("--once", action="store_true", help="evaluate the checkpoints there now, then exit")
 
 
 def _parse_ints(text: str, flag: str) -> list[int]:
@@ -218,6 +279,49 @@ def resolve_options(args: argparse.Namespace) -> EvalOptions:
     )
 
 
+def _watch(args: argparse.Namespace) -> int:
+    from sgpo.launch.evalwatch import WatchError, WatchOptions, watch
+    from sgpo.launch.tracking import TrackingError
+
+    tracking = None
+    if args.tracking is not None:
+        from sgpo.cli.train import parse_tracking
+
+        try:
+            tracking = parse_tracking(args.tracking)
+        except argparse.ArgumentTypeError as e:
+            print(f"error: --tracking: {e}", file=sys.stderr)
+            return 2
+    for flag, value in (("--threads", args.threads), ("--max-tokens", args.max_tokens)):
+        if value is not None and value < 1:
+            print(f"error: {flag} must be >= 1; got {value}", file=sys.stderr)
+            return 2
+    opts = WatchOptions(
+        run_dir=args.watch,
+        eval_every=args.eval_every,
+        samples=args.eval_samples,
+        temperature=args.eval_temperature,
+        max_tokens=args.max_tokens,
+        eval_set=args.eval_set,
+        config=args.config,
+        initial_policy=args.initial_policy,
+        max_steps=args.max_steps,
+        engine=args.engine,
+        device=args.device,
+        dtype=args.dtype,
+        threads=args.threads,
+        poll_s=args.poll_s,
+        tracking=tracking,
+        once=args.once,
+        limit=args.eval_limit,
+    )
+    try:
+        return watch(opts)
+    except (WatchError, TrackingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -225,6 +329,20 @@ def run(args: argparse.Namespace) -> int:
     from sgpo.tasks.evaluate import evaluate, print_table
     from sgpo.tasks.models import resolve_model
 
+    if args.watch is not None:
+        if args.model is not None:
+            print(
+                "error: give --model (one model) or --watch RUN_DIR (a run's checkpoints), not both",
+                file=sys.stderr,
+            )
+            return 2
+        return _watch(args)
+    if args.model is None:
+        print(
+            "error: give --model DIR (a model to evaluate) or --watch RUN_DIR (a training run)",
+            file=sys.stderr,
+        )
+        return 2
     err = Console(stderr=True)
     try:
         opts = resolve_options(args)

@@ -17,11 +17,20 @@ the dead-letter stream with a reason and are acknowledged: they never stop a con
 
 Connection drops are retried with backoff on a fresh connection (redis-py `Retry`); a blocking read that
 loses its connection is re-issued. Anything still failing raises `redis.RedisError` to the caller.
+
+Redis restarted empty (docs/design.md §5): every consumer-side call that meets `NOGROUP` recreates the
+consumer group (from the stream's start) and retries once, so a trainer never spins on a group that is gone;
+`ensure_policy_version` re-sets the version key if it vanished (SET NX: it never overwrites a newer one).
+
+Secrets: a password comes in the URL (`redis://:PASS@host:port/0`), from `SGPO_REDIS_PASSWORD`, or from a
+file (`password_file`); `redact_url` hides it wherever a URL is logged or echoed in an error.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -102,6 +111,52 @@ def _text(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
+PASSWORD_ENV = "SGPO_REDIS_PASSWORD"
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/?#]*)@")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***` (userinfo and `?password=`), for logs and error messages."""
+
+    def userinfo(m: re.Match[str]) -> str:
+        user, sep, _ = m.group("userinfo").partition(":")
+        # `user:secret` keeps the user; a lone name may be a password (some clients read it so): hidden too
+        return f"{m.group('scheme')}{user + ':***' if sep else '***'}@"
+
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO.sub(userinfo, url, count=1))
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """(`url` without its userinfo password, the password or None): so a launcher can pass the password in
+    the environment (SGPO_REDIS_PASSWORD) and write only the bare URL to config files."""
+    from urllib.parse import unquote
+
+    m = _USERINFO.match(url)
+    if m is None or ":" not in m.group("userinfo"):
+        return url, None
+    user, _, password = m.group("userinfo").partition(":")
+    rest = url[m.end() :]
+    return f"{m.group('scheme')}{user + '@' if user else ''}{rest}", unquote(password)
+
+
+def redis_password(password_file: str | os.PathLike[str] | None = None) -> str | None:
+    """The Redis password from `password_file` (first line, stripped) or else `SGPO_REDIS_PASSWORD`; None if
+    neither is set. A file that cannot be read is an error that names the file, never its content."""
+    if password_file:
+        try:
+            text = open(password_file, encoding="utf-8").read()  # noqa: SIM115
+        except OSError as e:
+            raise InvalidInputError(
+                "redis_password_file", f"cannot read {password_file}: {e.strerror or type(e).__name__}"
+            ) from None
+        password = text.strip()
+        if not password:
+            raise InvalidInputError("redis_password_file", f"{password_file} is empty")
+        return password
+    return os.environ.get(PASSWORD_ENV) or None
+
+
 def build_redis_client(
     redis_url: str,
     *,
@@ -109,29 +164,76 @@ def build_redis_client(
     socket_timeout_s: float = 30.0,
     retries: int = 8,
     decode_responses: bool = False,
+    password_file: str | os.PathLike[str] | None = None,
 ) -> Any:
-    """A redis-py client that retries connection errors on a fresh connection with exponential backoff."""
+    """A redis-py client that retries connection errors on a fresh connection with exponential backoff.
+
+    The password: the URL's own, else `password_file`'s, else `SGPO_REDIS_PASSWORD`'s (none: no AUTH)."""
     import redis
     from redis.backoff import ExponentialWithJitterBackoff
-    from redis.retry import Retry
 
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise InvalidInputError(
-            "redis_url", f"must look like redis://host:port/db (or rediss://, unix://); got {redis_url!r}"
+            "redis_url",
+            f"must look like redis://host:port/db (or rediss://, unix://); got {redact_url(redis_url)!r}",
         )
     # TCP keepalive exists only for TCP sockets; redis-py rejects the option on unix:// (embedded Redis).
-    tcp = {} if redis_url.startswith("unix://") else {"socket_keepalive": True}
+    tcp: dict[str, Any] = {} if redis_url.startswith("unix://") else {"socket_keepalive": True}
+    password = redis_password(password_file)
+    if password is not None and not _url_has_password(redis_url):
+        tcp["password"] = password
     return redis.Redis.from_url(
         redis_url,
         socket_timeout=socket_timeout_s,
-        socket_connect_timeout=5.0,
+        socket_connect_timeout=min(5.0, socket_timeout_s),
         health_check_interval=15,
         **tcp,
-        retry=Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries),
+        retry=_retry_class()(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError],
         client_name=client_name or None,
         decode_responses=decode_responses,
     )
+
+
+class _AuthRefused(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _retry_class() -> Any:
+    """redis-py's Retry, except for a refused password: retried with the connection errors it subclasses, a
+    wrong or missing password took a minute (retries nested in retries) to surface; it surfaces at once."""
+    import redis
+    from redis.retry import Retry
+
+    class NoRetryOnAuth(Retry):
+        def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+            def attempt() -> Any:
+                try:
+                    return do()
+                except redis.AuthenticationError as e:
+                    raise _AuthRefused(e) from e
+
+            try:
+                return super().call_with_retry(attempt, fail, *args, **kwargs)
+            except _AuthRefused as e:
+                raise e.error from None
+
+    return NoRetryOnAuth
+
+
+def _url_has_password(url: str) -> bool:
+    m = _USERINFO.match(url)
+    if m is not None and ":" in m.group("userinfo"):
+        return True
+    return _QUERY_PASSWORD.search(url) is not None
+
+
+def is_nogroup(e: BaseException) -> bool:
+    """Whether a Redis error says the stream or its consumer group is gone (Redis restarted empty)."""
+    # UNBLOCKED: a blocking XREADGROUP whose stream was deleted under it (the same loss, seen mid-read)
+    return str(e).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 class GroupQueue:
@@ -149,6 +251,7 @@ class GroupQueue:
         claim_idle_ms: int = 60_000,
         socket_timeout_s: float = 30.0,
         client: Any = None,
+        password_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if not run_id or any(c in run_id for c in " \t\n{}*?[]"):
             raise InvalidInputError(
@@ -173,10 +276,16 @@ class GroupQueue:
         self.dead = self.keys["dead"]
         self._socket_timeout_s = socket_timeout_s
         self.client = client or build_redis_client(
-            redis_url, client_name=f"sgpo-{run_id}-{self.consumer}"[:120], socket_timeout_s=socket_timeout_s
+            redis_url,
+            client_name=f"sgpo-{run_id}-{self.consumer}"[:120],
+            socket_timeout_s=socket_timeout_s,
+            password_file=password_file,
         )
+        self._probe_args = (redis_url, password_file)
+        self._probe: Any = None
         self._put = self.client.register_script(_PUT_LUA)
         self._group_ready = False
+        self._group_seen = False  # created or found once: a later NOGROUP means Redis lost it
         self._claim_cursor = "0-0"
 
     # ---------------------------------------------------------------- producer
@@ -194,6 +303,37 @@ class GroupQueue:
         if entry is None:
             return PutResult("duplicate")
         return PutResult("queued", _text(entry))
+
+    def missing(self, group_ids: Sequence[str]) -> list[str]:
+        """The ids among `group_ids` this queue never took (or lost: Redis restarted empty or behind)."""
+        ids = list(group_ids)
+        out: list[str] = []
+        for i in range(0, len(ids), 1000):
+            part = ids[i : i + 1000]
+            known = self.client.smismember(self.keys["group_ids"], part)
+            out.extend(g for g, k in zip(part, known, strict=True) if not int(k))
+        return out
+
+    def last_entry_id(self) -> str:
+        """The id of the newest entry ever added to the stream ("0-0" if there is no stream)."""
+        if not self.client.exists(self.stream):
+            return "0-0"
+        return _text(self.client.xinfo_stream(self.stream)["last-generated-id"])
+
+    def acked_frontier(self) -> tuple[int, int]:
+        """(ms, seq): every entry below it was acknowledged by every consumer group ((0, 0) if none exists)."""
+        groups = self.client.xinfo_groups(self.stream) if self.client.exists(self.stream) else []
+        if not groups:
+            return (0, 0)
+        bounds: list[tuple[int, int]] = []
+        for g in groups:
+            ms, seq = _parse_id(_text(g["last-delivered-id"]))
+            bounds.append((ms, seq + 1))  # everything up to last-delivered was delivered...
+            if int(g["pending"]) > 0:  # ...and the oldest still-pending entry bounds what was acknowledged
+                oldest = self.client.xpending(self.stream, _text(g["name"]))["min"]
+                if oldest is not None:  # None: another consumer acknowledged the rest since xinfo_groups
+                    bounds.append(_parse_id(_text(oldest)))
+        return min(bounds)
 
     def waiting(self) -> int:
         """Groups queued and not yet delivered to any trainer: what the high-water mark bounds.
@@ -213,29 +353,50 @@ class GroupQueue:
             return
         try:
             self.client.xgroup_create(self.stream, self.consumer_group, id="0", mkstream=True)
+            if self._group_seen:
+                log.warning(
+                    "consumer group recreated: Redis lost it (restarted empty?); reading the stream from its start",
+                    extra={"stream": self.stream, "group": self.consumer_group},
+                )
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
-        self._group_ready = True
+        self._group_ready = self._group_seen = True
+
+    def _grouped(self, call: Any) -> Any:
+        """Run a consumer-group command; on NOGROUP (Redis lost the group) recreate the group and retry once."""
+        import redis
+
+        self.ensure_consumer_group()
+        try:
+            return call()
+        except redis.ResponseError as e:
+            if not is_nogroup(e):
+                raise
+            self._group_ready = False
+            self.ensure_consumer_group()
+            return call()
 
     def read(self, count: int, block_ms: int = 1000) -> list[QueueEntry]:
         """Up to `count` new entries, waiting up to `block_ms` for the first (0: do not wait)."""
-        self.ensure_consumer_group()
         # A blocking read must finish well inside the socket timeout, or the client reads it as a dead link.
         block = min(block_ms, int(self._socket_timeout_s * 1000 / 2)) if block_ms > 0 else None
-        reply = self.client.xreadgroup(
-            self.consumer_group, self.consumer, {self.stream: ">"}, count=count, block=block
+        reply = self._grouped(
+            lambda: self.client.xreadgroup(
+                self.consumer_group, self.consumer, {self.stream: ">"}, count=count, block=block
+            )
         )
         return self._decode_reply(reply, "new")
 
     def read_own_pending(self, count: int = 1000) -> list[QueueEntry]:
         """Entries delivered to this consumer name and never acknowledged (read them first after a restart)."""
-        self.ensure_consumer_group()
         out: list[QueueEntry] = []
         start = "0-0"
         while True:
-            reply = self.client.xreadgroup(
-                self.consumer_group, self.consumer, {self.stream: start}, count=count
+            reply = self._grouped(
+                lambda s=start: self.client.xreadgroup(
+                    self.consumer_group, self.consumer, {self.stream: s}, count=count
+                )
             )
             rows = reply[0][1] if reply else []
             if not rows:
@@ -245,13 +406,14 @@ class GroupQueue:
 
     def reclaim(self, count: int = 100, min_idle_ms: int | None = None) -> list[QueueEntry]:
         """Take over entries other consumers left pending for longer than `min_idle_ms` (XAUTOCLAIM)."""
-        self.ensure_consumer_group()
         idle = self.claim_idle_ms if min_idle_ms is None else min_idle_ms
         out: list[QueueEntry] = []
         cursor = "0-0"
         while True:
-            reply = self.client.xautoclaim(
-                self.stream, self.consumer_group, self.consumer, idle, start_id=cursor, count=count
+            reply = self._grouped(
+                lambda c=cursor: self.client.xautoclaim(
+                    self.stream, self.consumer_group, self.consumer, idle, start_id=c, count=count
+                )
             )
             cursor = _text(reply[0])
             out.extend(self._decode_rows(reply[1], "reclaimed"))
@@ -266,10 +428,11 @@ class GroupQueue:
         """Reset the idle time of entries this consumer holds, so no other consumer reclaims them."""
         if not entry_ids:
             return
-        self.ensure_consumer_group()
         for i in range(0, len(entry_ids), 500):
-            self.client.xclaim(
-                self.stream, self.consumer_group, self.consumer, 0, list(entry_ids[i : i + 500]), justid=True
+            self._grouped(
+                lambda ids=list(entry_ids[i : i + 500]): self.client.xclaim(
+                    self.stream, self.consumer_group, self.consumer, 0, ids, justid=True
+                )
             )
 
     def ack(self, entry_ids: Iterable[str]) -> int:
@@ -297,18 +460,9 @@ class GroupQueue:
 
     def trim_acked(self) -> int:
         """Delete entries that every consumer group has acknowledged; returns how many were deleted."""
-        groups = self.client.xinfo_groups(self.stream) if self.client.exists(self.stream) else []
-        if not groups:
+        ms, seq = self.acked_frontier()
+        if (ms, seq) == (0, 0):
             return 0
-        bounds: list[tuple[int, int]] = []
-        for g in groups:
-            ms, seq = _parse_id(_text(g["last-delivered-id"]))
-            bounds.append((ms, seq + 1))  # everything up to last-delivered was delivered...
-            if int(g["pending"]) > 0:  # ...and the oldest still-pending entry bounds what was acknowledged
-                oldest = self.client.xpending(self.stream, _text(g["name"]))["min"]
-                if oldest is not None:  # None: another consumer acknowledged the rest since xinfo_groups
-                    bounds.append(_parse_id(_text(oldest)))
-        ms, seq = min(bounds)
         return int(self.client.xtrim(self.stream, minid=f"{ms}-{seq}", approximate=False))
 
     def stats(self) -> QueueStats:
@@ -345,8 +499,39 @@ class GroupQueue:
             raise InvalidInputError("version", f"must be >= 0; got {version}")
         self.client.set(self.keys["policy_version"], int(version))
 
+    def ensure_policy_version(self, version: int) -> bool:
+        """Set the version key only if it is missing (Redis restarted empty); True if it was re-set.
+
+        The trainer owns the version and calls this on its heartbeat: without it an orchestrator waiting on
+        the staleness bound would wait for a version that no longer exists. SET NX never overwrites a newer
+        version recorded meanwhile."""
+        if version < 0:
+            raise InvalidInputError("version", f"must be >= 0; got {version}")
+        return bool(self.client.set(self.keys["policy_version"], int(version), nx=True))
+
+    def has_policy_version(self) -> bool:
+        return bool(self.client.exists(self.keys["policy_version"]))
+
+    def reachable(self, timeout_s: float = 1.0) -> bool:
+        """One PING on a client of its own without retries: for health checks, which must answer at once."""
+        if self._probe is None:
+            url, password_file = self._probe_args
+            self._probe = build_redis_client(
+                url,
+                client_name=f"sgpo-{self.run_id}-{self.consumer}-probe"[:120],
+                socket_timeout_s=timeout_s,
+                retries=0,
+                password_file=password_file,
+            )
+        try:
+            return bool(self._probe.ping())
+        except Exception:
+            return False
+
     def close(self) -> None:
         self.client.close()
+        if self._probe is not None:
+            self._probe.close()
 
     # ---------------------------------------------------------------- internals
     def _add_dead(

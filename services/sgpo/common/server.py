@@ -26,6 +26,7 @@ from sgpo.core.errors import InvalidInputError
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+HEALTH_POLL_S = 0.5
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -174,11 +175,14 @@ def serve_grpc(
     load: Callable[[], None] | None = None,
     on_stop: Callable[[], None] | None = None,
     main: Callable[[threading.Event], None] | None = None,
+    healthy: Callable[[], bool] | None = None,
 ) -> None:
     """Run a service until SIGTERM/SIGINT: bind, load, report SERVING, then drain and stop.
 
     `main(stop)`, if given, is the service's own work (the orchestrator's loop, the trainer's steps), run in a
     thread once SERVING; it must return soon after `stop` is set, and when it returns the service stops.
+    `healthy()`, if given, is polled every HEALTH_POLL_S once loaded: health follows it (NOT_SERVING while a
+    dependency such as the Redis queue is unreachable, SERVING again after).
     """
     running = start_grpc(cfg, register, registry)
     log.info("listening", extra={"port": running.port, "metrics_port": running.metrics_port})
@@ -205,7 +209,16 @@ def serve_grpc(
 
             worker = threading.Thread(target=work, name=f"{cfg.service}-main")
             worker.start()
-        stop.wait()
+        serving = True
+        while not stop.wait(HEALTH_POLL_S if healthy is not None else None):
+            try:
+                now = bool(healthy()) if healthy is not None else True
+            except Exception as e:  # a probe that fails is a dependency that is not there
+                log.debug("health probe failed", exc_info=e)
+                now = False
+            if now != serving:
+                serving = now
+                running.set_serving(now)
         log.info("shutting down", extra={"grace_period_s": cfg.grace_period_s})
     finally:
         stop.set()

@@ -239,6 +239,8 @@ def build_run_config(
             "max_concurrency": 2 * len(generators),
             "high_water": 4 * preset.batch_groups,
             "stats_path": str(run_dir / "groups.jsonl"),
+            # the dataset position: a restart resumes there even if Redis came back empty
+            "state_path": str(run_dir / "orchestrator_state.json"),
             "status_path": str(run_dir / "orchestrator_status.json"),
             "sampling": {"temperature": preset.temperature, "max_tokens": preset.max_tokens},
             "retry": {"attempts": 30, "backoff_s": 0.5, "max_backoff_s": 4.0},
@@ -531,6 +533,13 @@ class TrainRun:
         if not redis_url:
             self.redis = EmbeddedRedis(run_dir / "redis")
             redis_url = self.redis.url
+        else:
+            from sgpo.common.queue import PASSWORD_ENV, split_password
+
+            # run.toml gets the bare URL; the services read the password from the environment they inherit
+            redis_url, password = split_password(redis_url)
+            if password is not None:
+                os.environ[PASSWORD_ENV] = password
         names = ["verifier", "judge", *layout.generator_names, "trainer", "orchestrator"]
         ports: dict[str, tuple[int, ...]] = {name: (free_port(), free_port()) for name in names}
         if layout.judge_gpus:
@@ -565,7 +574,9 @@ class TrainRun:
 
             console.print(f"[red]error:[/] {escape(str(e))}")
             return 2
-        console.print(f"run folder [bold]{run_dir}[/] · policy {policy} · redis {redis_url}")
+        from sgpo.common.queue import redact_url
+
+        console.print(f"run folder [bold]{run_dir}[/] · policy {policy} · redis {redact_url(redis_url)}")
         if len(layout.generators) > 1 or layout.trainer_procs > 1 or layout.on_gpus:
             console.print(describe_layout(layout))
 

@@ -80,7 +80,11 @@ class OrchestratorConfig(ServiceConfig):
     run_id: str = "default"
     """Names this run's Redis keys (sgpo:{run_id}:...); trainer and orchestrator must agree."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis holding the group queue."""
+    """Redis holding the group queue. A password may be in the URL (`redis://:PASS@host:6379/0`), but prefer
+    `redis_password_file` or the `SGPO_REDIS_PASSWORD` environment variable; logs show the URL redacted."""
+    redis_password_file: Path | None = None
+    """File holding the Redis password (first line); wins over `SGPO_REDIS_PASSWORD`, loses to a password in
+    `redis_url`."""
     dataset: Path | None = None
     """JSONL of prompts with `problem` and `answer` (optional `solution`, `unique_id`); required unless replaying."""
     replay: Path | None = None
@@ -147,6 +151,11 @@ class OrchestratorConfig(ServiceConfig):
     """Pause while this many groups are queued and not yet acknowledged."""
     max_groups: int = Field(0, ge=0)
     """Stop after enqueueing this many groups (0: no limit)."""
+    state_path: Path | None = None
+    """The durable position in the dataset (JSON, rewritten atomically after each chunk; a copy also goes to
+    Redis, `sgpo:{run_id}:progress`). A restart resumes from the further of the two, so set it on a volume
+    that outlives the process: then neither a Redis that comes back empty nor a lost local disk replays the
+    dataset from its start (docs/design.md §5)."""
     stats_path: Path | None = None
     """If set, append one JSON line per enqueued group (kind, colored, accuracy, reward, timings)."""
 

@@ -1,18 +1,22 @@
 """`sgpo serve orchestrator`: the loop as a service with health, metrics and a graceful stop.
 
-It reports SERVING once Redis answers; SIGTERM lets the chunks in flight finish (whole groups only) and
-exits. When the dataset's epochs are done it exits 0 by itself.
+It reports SERVING once Redis answers, and NOT_SERVING while it does not (the loop waits through the outage
+and resumes); SIGTERM lets the chunks in flight finish (whole groups only) and exits. When the dataset's
+epochs are done it exits 0 by itself.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import grpc
+import redis
 
-from sgpo.common.queue import GroupQueue
+from sgpo.common.queue import GroupQueue, PutResult, redact_url
 from sgpo.common.server import serve_grpc
 from sgpo.core import Group
 from sgpo.orchestrator.clients import Clients
@@ -51,18 +55,46 @@ class QueuePacer:
 
 
 class QueueSink:
+    """The Redis queue as the loop's durable sink (`sgpo.orchestrator.loop.DurableSink`)."""
+
+    errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
     def __init__(self, queue: GroupQueue) -> None:
         self.queue = queue
+        self.progress_key = f"sgpo:{queue.run_id}:progress"
 
-    def put(self, group: Group) -> None:
+    def put(self, group: Group) -> PutResult:
         result = self.queue.put(group)
+        if result.status == "duplicate":
+            # queued before (by this slot before a restart): its entry is at or below the stream's newest
+            return PutResult("duplicate", self.queue.last_entry_id())
         if result.status != "queued":
             log.warning("group not queued", extra={"group_id": group.group_id, "status": result.status})
+        return result
+
+    def missing(self, group_ids: Sequence[str]) -> list[str]:
+        return self.queue.missing(group_ids)
+
+    def acked_frontier(self) -> tuple[int, int]:
+        return self.queue.acked_frontier()
+
+    def load_progress(self) -> dict[str, Any] | None:
+        raw = self.queue.client.get(self.progress_key)
+        return None if raw is None else dict(json.loads(raw))
+
+    def save_progress(self, progress: dict[str, Any]) -> None:
+        self.queue.client.set(self.progress_key, json.dumps(progress))
 
 
 def serve(cfg: OrchestratorConfig) -> None:
     metrics = OrchestratorMetrics()
-    queue = GroupQueue(cfg.redis_url, cfg.run_id, high_water=cfg.high_water, consumer="orchestrator")
+    queue = GroupQueue(
+        cfg.redis_url,
+        cfg.run_id,
+        high_water=cfg.high_water,
+        consumer="orchestrator",
+        password_file=cfg.redis_password_file,
+    )
     clients = Clients(
         cfg.generator_target, cfg.verifier_target, cfg.judge_target, replica_wait_s=cfg.replica_wait_s
     )
@@ -80,7 +112,11 @@ def serve(cfg: OrchestratorConfig) -> None:
         return ["sgpo.v1.Orchestrator"]
 
     def load() -> None:
+        log.info("queue", extra={"redis": redact_url(cfg.redis_url), "run_id": cfg.run_id})
         queue.client.ping()  # SERVING only once Redis answers
+
+    def healthy() -> bool:
+        return orchestrator.queue_ok.is_set() and queue.reachable()
 
     def main(stop: threading.Event) -> None:
         orchestrator.stop = stop
@@ -93,4 +129,4 @@ def serve(cfg: OrchestratorConfig) -> None:
         clients.close()
         queue.close()
 
-    serve_grpc(cfg, register, registry=metrics.registry, load=load, main=main, on_stop=close)
+    serve_grpc(cfg, register, registry=metrics.registry, load=load, main=main, on_stop=close, healthy=healthy)

@@ -88,6 +88,12 @@ class _StepSums:
         return {n: float(v) for n, v in zip(names, flat.tolist(), strict=True)}
 
 
+def _decoder_layers(model: Any) -> list[Any]:
+    """The model's repeated blocks: the module types transformers names in `_no_split_modules`."""
+    layer_types = set(getattr(model, "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in layer_types]
+
+
 @contextlib.contextmanager
 def _parameters_on_meta() -> Any:
     """Modules built inside get their parameters on the meta device (no memory); buffers stay real."""
@@ -224,13 +230,20 @@ class TrainEngine:
         if gc_on:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if not self.dist.enabled:
-            return model.to(self.device)
+            return self._compile(model.to(self.device))
         self._shard(model)
         buffers = {n: b.clone() for n, b in model.named_buffers()}  # real: only parameters were on meta
         model.to_empty(device=self.device)
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
         self._load_sharded(model, path)
+        return self._compile(model)
+
+    def _compile(self, model: Any) -> Any:
+        """`compile = true`: each decoder layer compiled in place (the root and the output layer stay eager)."""
+        if self.cfg.compile:
+            for module in _decoder_layers(model):
+                module.compile(dynamic=True)
         return model
 
     def _load_sharded(self, model: Any, path: Path) -> None:
@@ -269,10 +282,8 @@ class TrainEngine:
             kw["mp_policy"] = MixedPrecisionPolicy(
                 param_dtype=self.autocast_dtype, reduce_dtype=torch.float32
             )
-        layer_types = set(getattr(model, "_no_split_modules", None) or [])
-        for module in model.modules():
-            if type(module).__name__ in layer_types:
-                fully_shard(module, **kw)
+        for module in _decoder_layers(model):
+            fully_shard(module, **kw)
         fully_shard(model, **kw)
 
     @staticmethod

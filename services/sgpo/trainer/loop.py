@@ -8,7 +8,10 @@ Exactly-once, by construction:
   already in the checkpoint are acknowledged and skipped, the others are trained (again: their earlier
   effect died with the process).
 Held entries are `touch`ed by a heartbeat thread so that no other consumer reclaims them while the
-trainer is busy. Redis errors are logged and retried; they never stop training.
+trainer is busy. Redis errors are logged (once per outage) and retried; they never stop training, and the
+trainer's health is NOT_SERVING while the queue is unreachable (`queue_ok`). Redis restarted empty: the
+queue recreates the consumer group on NOGROUP, and the heartbeat re-sets the policy version key (SET NX),
+so the orchestrator's staleness bound never waits for a version that is gone (docs/design.md §5).
 
 Under torchrun, rank 0 does all the I/O and broadcasts one command per iteration (a batch, idle, a
 checkpoint request, stop); every rank then runs the same collectives.
@@ -155,6 +158,9 @@ class Trainer:
         self._read_own_pending = True
         self._last_reclaim = 0.0
         self._redis_backoff = 0.0
+        self.queue_ok = threading.Event()  # clear while Redis does not answer (health: NOT_SERVING)
+        self.queue_ok.set()
+        self._outage_since: float | None = None
         self._version_to_record: int | None = None
         self._version_lock = threading.Lock()  # the loop and the publisher both record versions
         self._publisher: threading.Thread | None = None  # the publish in flight (async_publish)
@@ -190,6 +196,7 @@ class Trainer:
                 consumer=cfg.consumer,
                 max_entry_bytes=cfg.max_entry_bytes,
                 claim_idle_ms=cfg.claim_idle_ms,
+                password_file=cfg.redis_password_file,
             )
             if cfg.generator_target:
                 self.replicas = ReplicaFanout(
@@ -341,12 +348,30 @@ class Trainer:
             for e in entries:
                 self._accept(e)
             self._redis_backoff = 0.0
+            self._queue_reachable()
         except (redis.RedisError, OSError) as e:
             self.metrics.redis_errors.inc()
             self._redis_backoff = min(max(self._redis_backoff * 2, 0.1), 5.0)
-            log.warning(
-                "redis unavailable; retrying", extra={"error": str(e), "backoff_s": self._redis_backoff}
-            )
+            self._queue_unreachable(e)
+
+    def _queue_unreachable(self, e: BaseException) -> None:
+        """Health NOT_SERVING; one warning per outage (not one per retry)."""
+        with self._lock:
+            first = self._outage_since is None
+            if first:
+                self._outage_since = time.monotonic()
+        self.queue_ok.clear()
+        if first:
+            log.warning("redis unavailable; retrying with backoff", extra={"error": str(e)})
+        else:
+            log.debug("redis still unavailable", extra={"error": str(e)})
+
+    def _queue_reachable(self) -> None:
+        with self._lock:
+            since, self._outage_since = self._outage_since, None
+        self.queue_ok.set()
+        if since is not None:
+            log.warning("redis reachable again", extra={"outage_s": round(time.monotonic() - since, 1)})
 
     def _accept(self, e: QueueEntry) -> None:
         assert self.queue is not None
@@ -355,7 +380,15 @@ class Trainer:
             held = {x.entry_id for x in self.buffer} | set(self.unacked)
             if e.entry_id in held:  # a re-delivery of an entry already in hand
                 return
-            if gid in self.trained_ids or any(x.group.group_id == gid for x in self.buffer):
+            buffered = next((i for i, x in enumerate(self.buffer) if x.group.group_id == gid), None)
+            if buffered is not None:
+                # Same group, other entry (re-queued after Redis lost the first): hold the new entry, the
+                # live one, until the group's checkpoint; the old entry may be gone, release it with the next.
+                self.unacked.append(self.buffer[buffered].entry_id)
+                self.buffer[buffered] = e
+                self.metrics.groups.labels("duplicate").inc()
+                return
+            if gid in self.trained_ids:
                 self.unacked.append(
                     e.entry_id
                 )  # same group, other entry: acknowledge with the next checkpoint
@@ -381,12 +414,21 @@ class Trainer:
         while not stop.wait(interval):
             with self._lock:
                 held = [e.entry_id for e in self.buffer] + list(self.unacked)
+            if self.queue is None:
+                continue
             try:
-                if self.queue is not None and held:
+                if held:
                     self.queue.touch(held)
+                # Redis restarted empty: the version the orchestrator paces on is gone; this trainer owns it.
+                if self.loaded.is_set() and self.queue.ensure_policy_version(self.policy_version):
+                    log.warning(
+                        "policy_version was missing in Redis (restarted empty?); set it again",
+                        extra={"version": self.policy_version},
+                    )
+                self._queue_reachable()
             except Exception as e:
                 self.metrics.redis_errors.inc()
-                log.warning("heartbeat failed", extra={"error": str(e)})
+                self._queue_unreachable(e)
 
     # ------------------------------------------------------------------ step, checkpoint, publish
     def _train(self, groups: list[Group]) -> None:

@@ -1,6 +1,7 @@
 """`sgpo serve trainer`: the gRPC TrainerService (status, pause/resume, checkpoint-now) around the loop.
 
-Health is NOT_SERVING until the policy is loaded (and the checkpoint resumed). Under torchrun only rank 0
+Health is NOT_SERVING until the policy is loaded (and the checkpoint resumed), and while the Redis queue is
+unreachable (training waits for it; SERVING again once it answers). Under torchrun only rank 0
 binds the gRPC and metrics ports; the other ranks run the loop and follow rank 0's commands.
 """
 
@@ -103,7 +104,16 @@ def serve(cfg: TrainerConfig) -> None:
                 trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(trainer), server)
                 return ["sgpo.v1.TrainerService"]
 
-            serve_grpc(cfg, register, registry=metrics.registry, load=trainer.load, main=trainer.run)
+            serve_grpc(
+                cfg,
+                register,
+                registry=metrics.registry,
+                load=trainer.load,
+                main=trainer.run,
+                healthy=lambda: (
+                    trainer.queue_ok.is_set() and (trainer.queue is None or trainer.queue.reachable())
+                ),
+            )
         else:
             # Rank 0 decides when to stop (torchrun signals every rank); the others follow its broadcast
             # and keep their logs to warnings (rank 0 reports for all).
