@@ -36,7 +36,8 @@ pytestmark = pytest.mark.integration
 TOKEN = "svc-" + auth.generate_secret()
 JUDGE_KEY = "judge-" + auth.generate_secret()
 GEN_KEY = "gen-" + auth.generate_secret()
-SECRETS = (TOKEN, JUDGE_KEY, GEN_KEY)
+REDIS_PASSWORD = "redis-" + auth.generate_secret()
+SECRETS = (TOKEN, JUDGE_KEY, GEN_KEY, REDIS_PASSWORD)
 SERVICES = {
     "generator": generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"],
     "verifier": verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"],
@@ -63,9 +64,29 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     from sgpo.common.ports import free_port
-    from tests.conftest import REDIS_URL as redis_url
 
     root = tmp_path_factory.mktemp("secure")
+    # a Redis of the test's own that requires a password (as compose and Helm run it)
+    redis_port = free_port()
+    redis_conf = auth.write_secret_file(root / "secrets" / "redis.conf", f"requirepass {REDIS_PASSWORD}")
+    redis_proc = subprocess.Popen(
+        ["redis-server", str(redis_conf), "--port", str(redis_port), "--save", "", "--dir", str(root)],
+        stdout=subprocess.DEVNULL,
+    )
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    import redis
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis(port=redis_port, password=REDIS_PASSWORD).ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    with pytest.raises(redis.AuthenticationError):  # no password: refused
+        redis.Redis(port=redis_port).ping()
+    redis_env = {"SGPO_REDIS_PASSWORD": REDIS_PASSWORD}
     d = Deployment(root)
     auth.write_secret_file(root / "secrets" / "service-token", TOKEN)
     auth.write_secret_file(root / "secrets" / "judge-api-keys", JUDGE_KEY)
@@ -73,7 +94,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     policy = build_tiny_policy(root / "policy", seed=0)
     run_dir = root / "run"
     (run_dir / "weights").mkdir(parents=True)
-    run_id = f"sgpo-test-secure-{os.getpid()}-{time.monotonic_ns()}"
+    run_id = "secure"
     dataset = root / "prompts.jsonl"
     write_jsonl(dataset, generate_split("test", [2], 4, seed=3))
     d.http = {"generator": free_port(), "judge": free_port()}
@@ -108,6 +129,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 env={
                     # the token by the service's own setting (not the shared env): its clients use it too
                     "SGPO_TRAINER__SERVICE_TOKEN_FILE": common[auth.TOKEN_FILE_ENV],
+                    **redis_env,
                     **trainer_env(
                         policy,
                         run_dir,
@@ -125,6 +147,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             orch_env = {
                 **os.environ,
                 "SGPO_ORCHESTRATOR__SERVICE_TOKEN_FILE": common[auth.TOKEN_FILE_ENV],
+                **redis_env,
                 "SGPO_ORCHESTRATOR__PORT": str(free_port()),
                 "SGPO_ORCHESTRATOR__METRICS_PORT": "0",
                 "SGPO_ORCHESTRATOR__RUN_ID": run_id,
@@ -151,11 +174,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                     d.orchestrator.terminate()  # type: ignore[attr-defined]
                 d.orchestrator.wait(30)  # type: ignore[attr-defined]
     finally:
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(f"sgpo:{run_id}:*"):
-            client.delete(key)
+        redis_proc.terminate()
+        redis_proc.wait(10)
 
 
 def _raw_call(target: str, method: str, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.RpcError:
