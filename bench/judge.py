@@ -187,11 +187,12 @@ async def http_load(
 def grpc_load(target: str, requests: list, n: int, c: int) -> tuple[list[float], float, int]:  # type: ignore[type-arg]
     import grpc
 
+    from sgpo.common import auth
     from sgpo.v1 import judge_pb2_grpc
 
     latencies: list[float] = []
     lock, counter = threading.Lock(), iter(range(n))
-    channel = grpc.insecure_channel(target)
+    channel = auth.channel(target)  # sends SGPO_SERVICE_TOKEN(_FILE) when the judge checks one
     stub = judge_pb2_grpc.JudgeServiceStub(channel)
 
     def worker() -> None:

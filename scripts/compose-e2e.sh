@@ -313,6 +313,12 @@ PROMETHEUS_PORT=$(free_port) SGPO_JUDGE_HTTP_PORT=$(free_port) GRAFANA_PORT=$(fr
 export PROMETHEUS_PORT SGPO_JUDGE_HTTP_PORT GRAFANA_PORT SGPO_BIND_ADDRESS=127.0.0.1
 SGPO_E2E_JUDGE_KEY=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export SGPO_E2E_JUDGE_KEY
+# authentication on, as in any deployment: the secrets make-secrets.sh writes, random, in a 0600 .env of
+# this run (never the repository's own .env), exported: compose interpolates them, the checks read them
+ENV_FILE="$STATE/sgpo.env"
+bash "$ROOT/deploy/compose/make-secrets.sh" "$ENV_FILE" >/dev/null
+set -a; . "$ENV_FILE"; set +a
+export SGPO_JUDGE_API_KEY=$SGPO_E2E_JUDGE_KEY   # e2e.yml's judge key, the one the checks send
 services=(redis verifier prometheus policy-init generator-cpu judge-cpu trainer-cpu orchestrator-cpu)
 if [ "${SGPO_E2E_GRAFANA:-0}" = 1 ]; then
   services+=(grafana)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -157,7 +158,8 @@ def check_final(args: argparse.Namespace) -> None:
         args.prometheus,
         f'sum(max_over_time(sgpo_orchestrator_groups_total{{kind=~"{"|".join(ENQUEUED_KINDS)}"}}{window}))',
     )
-    r = redis.Redis(host="127.0.0.1", port=args.redis, decode_responses=True)
+    password = os.environ.get("SGPO_REDIS_PASSWORD") or None  # compose-e2e.sh exports the run's
+    r = redis.Redis(host="127.0.0.1", port=args.redis, password=password, decode_responses=True)
     base = f"sgpo:{args.run_id}"
     produced_ids = r.smembers(f"{base}:group_ids")
     stream_len = r.xlen(f"{base}:groups")

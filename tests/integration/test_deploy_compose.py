@@ -64,9 +64,20 @@ def compose_spec_schema() -> dict[str, Any]:
     return dict(schema)
 
 
+# What deploy/compose/make-secrets.sh writes into .env: compose refuses to start without them (auth is on).
+COMPOSE_SECRETS = {
+    "SGPO_SERVICE_TOKEN": "test-service-token-0123456789abcdef",
+    "SGPO_REDIS_PASSWORD": "test-redis-password-0123456789",
+    "SGPO_JUDGE_API_KEY": "test-judge-key-0123456789abcdef",
+    "SGPO_GENERATOR_API_KEY": "test-generator-key-0123456789",
+}
+
+
 def compose_env(**extra: str) -> dict[str, str]:
-    """The interpolation environment: this process's, minus any SGPO_ variables a developer has set."""
+    """The interpolation environment: this process's, minus any SGPO_ variables a developer has set, plus
+    the secrets `make-secrets.sh` writes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SGPO_", "COMPOSE_"))}
+    env.update(COMPOSE_SECRETS)
     env.update(extra)
     return env
 
@@ -145,6 +156,7 @@ class LocalMapping:
         m = re.match(r"redis://([^:/]+):(\d+)", redis_url)
         assert m, f"need a redis://host:port URL, got {redis_url}"
         self.redis_host, self.redis_port = m.group(1), int(m.group(2))
+        self.redis_password: str | None = None
         self.ports: dict[str, dict[int, int]] = {}
         for name, svc in resolved["services"].items():
             if name == "redis":
@@ -199,6 +211,8 @@ class LocalMapping:
             else:
                 env[k] = self.map_text(name, str(v))
         env["SGPO_HEALTH_TIMEOUT_S"] = "2"
+        if self.redis_password is None:  # the test's Redis has no password (the containers' has)
+            env.pop("SGPO_REDIS_PASSWORD", None)
         entrypoint = svc.get("entrypoint") or image_entrypoint(svc)
         argv = [self.map_text(name, a) for a in [*entrypoint, *(svc.get("command") or [])]]
         return LocalService(name, sgpo_role(svc), local_argv(argv), env, self.ports[name])
@@ -441,9 +455,25 @@ def test_compose_wiring() -> None:
                 continue
             env = svc["environment"]
             prefix = f"SGPO_{role.upper()}__"
-            assert all(k.startswith(prefix) or not k.startswith("SGPO_") for k in env), (
+            shared = {"SGPO_SERVICE_TOKEN", "SGPO_REDIS_PASSWORD"}  # read by sgpo.common, not a service table
+            assert all(k.startswith(prefix) or k in shared or not k.startswith("SGPO_") for k in env), (
                 f"{where}: every SGPO_ variable must be {prefix}*: {sorted(env)}"
             )
+            # authentication is on: every service checks the token, the HTTP APIs their keys, Redis users
+            # its password; the generator loads weights only from the run's weights/ folder
+            assert env["SGPO_SERVICE_TOKEN"] == COMPOSE_SECRETS["SGPO_SERVICE_TOKEN"], where
+            if role in ("orchestrator", "trainer"):
+                assert env["SGPO_REDIS_PASSWORD"] == COMPOSE_SECRETS["SGPO_REDIS_PASSWORD"], where
+            else:
+                assert "SGPO_REDIS_PASSWORD" not in env, f"{where}: only Redis users get its password"
+            if role == "generator":
+                assert env["SGPO_GENERATOR__API_KEY"] == COMPOSE_SECRETS["SGPO_GENERATOR_API_KEY"], where
+                run_dir = services[hosts["trainer"]]["environment"]["SGPO_TRAINER__RUN_DIR"]
+                assert env["SGPO_GENERATOR__WEIGHTS_ROOT"] == f"{run_dir}/weights", where
+            if role == "judge":
+                assert json.loads(env["SGPO_JUDGE__API_KEYS"]) == [COMPOSE_SECRETS["SGPO_JUDGE_API_KEY"]], (
+                    where
+                )
             assert env[f"{prefix}HOST"] == "0.0.0.0", f"{where}: bind 0.0.0.0 in a container"
             assert svc["healthcheck"]["test"] == ["CMD", "sgpo-healthcheck"], where
             assert svc["command"][2:4] == ["--config", "/etc/sgpo/sgpo.toml"], where
@@ -476,6 +506,11 @@ def test_compose_wiring() -> None:
         and redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
     )
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # requirepass in a config file of its own (redis-server's first argument), the health check authenticates
+    assert redis["command"][1] == "/etc/redis/sgpo-auth.conf"
+    assert {"source": "redis-auth", "target": "/etc/redis/sgpo-auth.conf"} in redis["configs"]
+    assert raw["configs"]["redis-auth"]["content"].startswith("requirepass ${SGPO_REDIS_PASSWORD:?")
+    assert set(redis["environment"]) == {"REDISCLI_AUTH"}
     assert any(v.startswith("redis-data:/data") for v in redis["volumes"])
 
 

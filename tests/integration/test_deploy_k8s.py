@@ -389,6 +389,64 @@ def test_kustomize_output_is_valid(folder: str) -> None:
         assert any(d["kind"] == "Secret" and d["metadata"]["name"] == "sgpo-secrets" for d in docs)
 
 
+@pytest.mark.parametrize("name", sorted(VALUES))
+def test_chart_turns_authentication_on(name: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Every sgpo service gets the service token, the Redis users its password, the HTTP APIs their keys, the
+    generator a weights root, and every component a NetworkPolicy that names who may call it."""
+    docs = rendered[name]
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    for key in ("service-token", "redis-password", "generator-api-key", "judge-api-keys"):
+        assert len(secret["stringData"][key]) >= 32, key  # generated when the values leave it empty
+    assert json.loads(secret["stringData"]["judge-api-keys"])
+    pods = {c: w["spec"]["template"]["spec"] for c, w in workloads(docs).items()}
+    for component in ("generator", "verifier", "judge", "orchestrator", "trainer", "redis"):
+        if component not in pods:  # the multi-node trainer is a LeaderWorkerSet
+            continue
+        env = {e["name"]: e for c in pods[component]["containers"] for e in c.get("env", [])}
+        refs = {
+            n: e["valueFrom"]["secretKeyRef"]["key"]
+            for n, e in env.items()
+            if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+        }
+        if component != "redis":
+            assert refs.get("SGPO_SERVICE_TOKEN") == "service-token", component
+        if component in ("orchestrator", "trainer", "redis"):
+            assert refs.get("SGPO_REDIS_PASSWORD") == "redis-password", component
+        else:
+            assert "SGPO_REDIS_PASSWORD" not in refs, component
+    assert pods["generator"]["containers"][0]["env"]
+    gen_env = {e["name"]: e for e in pods["generator"]["containers"][0]["env"]}
+    assert gen_env["SGPO_GENERATOR__API_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "generator-api-key"
+    assert gen_env["SGPO_GENERATOR__WEIGHTS_ROOT"]["value"].endswith("/weights")
+    judge_env = {e["name"]: e for e in pods["judge"]["containers"][0]["env"]}
+    assert not judge_env["SGPO_JUDGE__API_KEYS"]["valueFrom"]["secretKeyRef"].get("optional", False)
+    policies = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: d
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+    }
+    assert {"generator", "verifier", "judge", "orchestrator", "trainer", "redis"} <= set(policies)
+
+    def callers(component: str, port: int) -> set[str]:
+        out = set()
+        for rule in policies[component]["spec"]["ingress"]:
+            if "ports" not in rule or any(p["port"] == port for p in rule["ports"]):
+                for peer in rule["from"]:
+                    out.add(
+                        peer.get("podSelector", {})
+                        .get("matchLabels", {})
+                        .get("app.kubernetes.io/component", "*")
+                    )
+        return out
+
+    assert callers("generator", 50051) == {"orchestrator", "trainer"}
+    assert callers("verifier", 50052) == {"orchestrator", "judge"}
+    assert callers("judge", 50053) == {"orchestrator"}
+    assert callers("redis", 6379) == {"orchestrator", "trainer"}
+    assert callers("orchestrator", 50054) == set() and callers("trainer", 50055) <= {"trainer"}
+    assert policies["redis"]["spec"]["egress"] == []
+
+
 # ---- the held-out evaluator (sgpo eval --watch) -----------------------------------------------------------------
 def _flags(args: list[str]) -> dict[str, str]:
     return dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)

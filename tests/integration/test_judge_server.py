@@ -264,15 +264,15 @@ def test_print_config_hides_keys(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "max_items" in bad.stderr and "SGPO_JUDGE__MAX_ITEMS" in bad.stderr
 
 
-def test_generated_key_is_logged_when_none_is_configured(tmp_path: Path) -> None:
+def test_generated_key_goes_to_a_private_file_when_none_is_configured(tmp_path: Path) -> None:
     http_port = free_port()
     with run_service(
         "judge", tmp_path, env={"SGPO_JUDGE__HTTP_PORT": str(http_port), "SGPO_JUDGE__API_KEYS": "[]"}
     ) as s:
         line = next(json.loads(x) for x in s.log().splitlines() if "generated one" in x)
+        key = Path(line["api_key_file"]).read_text().strip()  # the log names the file, never the key
+        assert key not in s.log()
         body = {"problem": "p", "items": [{"steps": ["1 + 1 = 3"]}]}
-        r = httpx.post(
-            f"http://127.0.0.1:{http_port}/v1/judge", json=body, headers={"X-API-Key": line["api_key"]}
-        )
+        r = httpx.post(f"http://127.0.0.1:{http_port}/v1/judge", json=body, headers={"X-API-Key": key})
         assert r.status_code == 200 and r.json()["judgements"][0]["first_error_step"] == 0
         assert httpx.post(f"http://127.0.0.1:{http_port}/v1/judge", json=body).status_code == 401

@@ -37,5 +37,9 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.service, cfg.log_level)
     cfg = resolve_service_config(args.service, cfg)
     server = importlib.import_module(SERVICES[args.service][1])
-    server.serve(cfg)
+    try:
+        server.serve(cfg)
+    except ConfigError as e:  # e.g. a token or key file that cannot be read (named, never its content)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0

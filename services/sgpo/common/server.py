@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
+from sgpo.common import auth
 from sgpo.common.settings import ServiceConfig
 from sgpo.core.errors import InvalidInputError
 
@@ -125,15 +126,29 @@ class RunningServer:
         self.stopped.set()
 
 
+def service_token(cfg: ServiceConfig) -> str | None:
+    """The service token this server checks (sgpo.common.auth); this process's clients send the same one."""
+    token = auth.resolve_service_token(cfg.service_token_file)
+    auth.set_process_token(token)
+    if token is None and not auth.is_loopback(cfg.host):
+        log.warning(
+            "no service token: gRPC calls are not authenticated; set %s or %s for a deployment",
+            auth.TOKEN_ENV,
+            auth.TOKEN_FILE_ENV,
+        )
+    return token
+
+
 def start_grpc(
     cfg: ServiceConfig,
     register: Callable[[grpc.Server], Iterable[str]],
     registry: CollectorRegistry | None = None,
 ) -> RunningServer:
     """Bind and start the server with health NOT_SERVING; the caller flips it once ready."""
+    token = service_token(cfg)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix=cfg.service),
-        interceptors=[ErrorInterceptor()],
+        interceptors=[*auth.server_interceptors(token), ErrorInterceptor()],
         options=GRPC_OPTIONS,
     )
     names = list(register(server))

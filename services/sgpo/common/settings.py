@@ -8,6 +8,7 @@ defaults. Unknown keys are rejected everywhere.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_DATA", default=None)
 SHARED_SECTIONS = ("algo",)
@@ -51,6 +52,10 @@ class ServiceConfig(BaseSettings):
     """On SIGTERM: stop taking requests and give those in flight this long to finish."""
     max_workers: int = Field(16, ge=1)
     """gRPC server worker threads."""
+    service_token_file: str | None = None
+    """File holding the token every service of a deployment shares (gRPC `authorization: Bearer`; see
+    sgpo.common.auth). `SGPO_SERVICE_TOKEN` or `SGPO_SERVICE_TOKEN_FILE` take precedence. None anywhere:
+    gRPC is not authenticated (local use on loopback)."""
 
     @classmethod
     def settings_customise_sources(
@@ -82,6 +87,31 @@ def read_config_file(path: Path | str, known_sections: set[str]) -> dict[str, An
             f"known: {sorted(known_sections | set(SHARED_SECTIONS))}"
         )
     return doc
+
+
+_SECRET_NAME = re.compile(r"(key|token|password|secret|credential)", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def is_secret_name(name: object) -> bool:
+    """A field whose value is a secret by its name (api_key, api_keys, service_token, redis password...)."""
+    return isinstance(name, str) and bool(_SECRET_NAME.search(name)) and not name.endswith("_file")
+
+
+def redact(value: Any) -> Any:
+    """`value` with every secret-named entry of a mapping (at any depth) replaced by a placeholder."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if is_secret_name(k) else redact(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def _given(loc: tuple[Any, ...], value: Any) -> str:
+    """The rejected input as an error shows it: never the value of a secret field (a key, token, password)."""
+    if any(is_secret_name(part) for part in loc):
+        return REDACTED
+    return repr(redact(value))
 
 
 def _check_env_names(cls: type[ServiceConfig]) -> None:
@@ -123,8 +153,14 @@ def load_config(
             loc = ".".join(str(x) for x in err["loc"]) or cls.service
             env = f"SGPO_{cls.service.upper()}__{loc.upper().replace('.', '__')}"
             lines.append(
-                f"  {loc}: {err['msg']} (given {err.get('input')!r}; set it in [{cls.service}] or {env})"
+                f"  {loc}: {err['msg']} (given {_given(err['loc'], err.get('input'))}; "
+                f"set it in [{cls.service}] or {env})"
             )
         raise ConfigError(f"invalid {cls.service} config:\n" + "\n".join(lines)) from None
+    except SettingsError as e:  # an env value that is not JSON where a list or table is expected
+        raise ConfigError(
+            f"invalid {cls.service} config: {e}; lists and tables are JSON in the environment "
+            f'(SGPO_{cls.service.upper()}__FIELD=\'["a", "b"]\')'
+        ) from None
     finally:
         _FILE_DATA.reset(token)

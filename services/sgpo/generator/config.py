@@ -68,7 +68,15 @@ class GeneratorConfig(ServiceConfig):
     http_port: int = Field(0, ge=0, le=65535)
     """HTTP port; 0 picks a free one (printed at start)."""
     api_key: SecretStr | None = None
-    """When set, HTTP callers must send `Authorization: Bearer <key>` (as with `vllm serve --api-key`)."""
+    """When set, HTTP callers must send `Authorization: Bearer <key>` (as with `vllm serve --api-key`).
+    Neither this nor `api_key_file`: the HTTP API is open on a loopback `host`; on any other address a key is
+    generated into a 0600 file whose path is logged (the key itself never is)."""
+    api_key_file: str | None = None
+    """File holding the HTTP API key (its first line), instead of `api_key` (a mounted secret)."""
+    weights_root: str | None = None
+    """`UpdateWeights` loads only folders inside this one (resolved: `..` and symlinks that leave it are
+    refused, and so are shards an index names outside its folder). The trainer publishes into
+    `<run_dir>/weights`: `sgpo train`, compose and Helm set that. None: any readable path (local use only)."""
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     """vllm engine: fraction of GPU memory vLLM may take (on CPU: of RAM, unless `kv_cache_memory_bytes`)."""
     tensor_parallel_size: int = Field(1, ge=1)

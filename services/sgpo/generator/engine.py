@@ -69,6 +69,46 @@ def derive_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+_OUTSIDE = (
+    "uri: is outside this generator's weights_root; it loads only the weights the trainer publishes there "
+    "(set weights_root to the folder the trainer publishes into)"
+)
+
+
+def confine_weights_uri(uri: str, root: str | Path | None) -> str:
+    """`uri` as a resolved path inside `root` (None: unchanged).
+
+    Refused with one message, whether or not the path exists: a path that resolves outside the root (an
+    absolute path elsewhere, `..`, a symlink that leaves it), and a folder inside it whose index, weights file
+    or shards resolve outside it (symlinks). Shard names must be plain file names (`weight_files`).
+    """
+    if root is None:
+        return uri
+    raw = uri.removeprefix("file://")
+    if not raw:
+        raise WeightsRejectedError("uri: is empty; give the folder the trainer wrote with save_pretrained")
+    base = Path(root).resolve()
+    resolved = (base / raw).resolve()  # an absolute `raw` replaces base
+    if not resolved.is_relative_to(base):
+        raise WeightsRejectedError(_OUTSIDE)
+    if resolved.is_dir():
+        for name in ("model.safetensors.index.json", "model.safetensors"):
+            entry = resolved / name
+            if (entry.is_symlink() or entry.exists()) and not entry.resolve().is_relative_to(base):
+                raise WeightsRejectedError(_OUTSIDE)
+    for f in weight_files(str(resolved)):
+        if not f.resolve().is_relative_to(base):
+            raise WeightsRejectedError(_OUTSIDE)
+    return str(resolved)
+
+
+def _shard(folder: Path, name: object, index: Path) -> Path:
+    """A shard named by an index: a plain file name in the index's own folder (no `/`, no `..`)."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise WeightsRejectedError(f"uri: {index} names a shard outside its folder; shards are file names")
+    return folder / name
+
+
 def weight_files(uri: str) -> list[Path]:
     """The safetensors files at `uri`: a file, or a folder with model.safetensors or a sharded index."""
     raw = uri.removeprefix("file://")
@@ -88,10 +128,11 @@ def weight_files(uri: str) -> list[Path]:
             names = sorted(set(weight_map.values()))
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise WeightsRejectedError(f"uri: {index} is not a safetensors index ({e})") from None
-        missing = [n for n in names if not (path / n).is_file()]
+        shards = [_shard(path, n, index) for n in names]
+        missing = [s.name for s in shards if not s.is_file()]
         if missing:
             raise WeightsRejectedError(f"uri: shard(s) {missing} named in {index} are missing")
-        return [path / n for n in names]
+        return shards
     single = path / "model.safetensors"
     if single.is_file():
         return [single]

@@ -12,12 +12,13 @@ from typing import Any
 
 import grpc
 
+from sgpo.common import auth
 from sgpo.common.convert import completion_to_pb
 from sgpo.common.http import HttpServer
 from sgpo.common.server import UnavailableError, error_code_name, serve_grpc
 from sgpo.core.errors import InvalidInputError
 from sgpo.generator.config import GeneratorConfig
-from sgpo.generator.engine import Engine
+from sgpo.generator.engine import Engine, confine_weights_uri
 from sgpo.generator.factory import build_engine
 from sgpo.generator.metrics import GeneratorMetrics
 from sgpo.generator.sampling import SamplingParams
@@ -95,7 +96,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         engine = self.state.require()
         start = time.perf_counter()
         try:
-            version = engine.update_weights(request.version, request.uri)
+            uri = confine_weights_uri(request.uri, self.state.cfg.weights_root)
+            version = engine.update_weights(request.version, uri)
         except Exception:
             self.state.metrics.weight_updates.labels("rejected").inc()
             raise
@@ -113,14 +115,32 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         )
 
 
+def http_api_key(cfg: GeneratorConfig) -> str | None:
+    """The key HTTP callers must send: `api_key`, else `api_key_file`'s; else none on a loopback host (as
+    `vllm serve` without --api-key), and on any other host one generated into a 0600 file (path logged)."""
+    if cfg.api_key is not None:
+        return cfg.api_key.get_secret_value()
+    if cfg.api_key_file:
+        return auth.read_secret_file(cfg.api_key_file, "API key")
+    if auth.is_loopback(cfg.host):
+        return None
+    key = auth.generate_secret()
+    path = auth.write_secret_file(auth.generated_secret_path("generator", "api-key"), key)
+    log.warning(
+        "no api_key configured and HTTP is not on loopback: generated one into a 0600 file; callers send "
+        "Authorization: Bearer <key> (set SGPO_GENERATOR__API_KEY or api_key_file to choose your own)",
+        extra={"api_key_file": str(path)},
+    )
+    return key
+
+
 def build_http_app(state: GeneratorState) -> Any:
     """The OpenAI-compatible app with request metrics."""
     from starlette.requests import Request
 
     from sgpo.generator.openai_api import build_app
 
-    key = state.cfg.api_key.get_secret_value() if state.cfg.api_key else None
-    app = build_app(lambda: state.engine, api_key=key)
+    app = build_app(lambda: state.engine, api_key=http_api_key(state.cfg))
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next: Any) -> Any:

@@ -245,8 +245,11 @@ class JudgeConfig(ServiceConfig):
     http_port: int = Field(0, ge=0, le=65535)
     """HTTP port (on `host`); 0 picks a free one (printed at start)."""
     api_keys: list[SecretStr] = Field(default_factory=list)
-    """HTTP callers must send one of these in `X-API-Key` (or `Authorization: Bearer`). Empty: a random key
-    is generated at start and written to the log. Env: SGPO_JUDGE__API_KEYS='["key1", "key2"]'."""
+    """HTTP callers must send one of these in `X-API-Key` (or `Authorization: Bearer`). Env:
+    SGPO_JUDGE__API_KEYS='["key1", "key2"]'. Neither this nor `api_keys_file`: a random key is generated at
+    start into a 0600 file whose path is logged (the key itself never is)."""
+    api_keys_file: str | None = None
+    """File of HTTP API keys, one per line (a mounted secret), accepted besides `api_keys`."""
     max_request_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     """Larger requests are refused with 413 (HTTP) / RESOURCE_EXHAUSTED (gRPC)."""
     max_items: int = Field(256, ge=1, le=65536)

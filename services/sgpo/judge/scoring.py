@@ -33,6 +33,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from sgpo.common import auth
 from sgpo.common.convert import verdict_from_pb
 from sgpo.common.server import GRPC_OPTIONS, ResourceExhaustedError, ServiceError, UnavailableError
 from sgpo.core import AlgoConfig, InvalidInputError, StepJudgement, Verdict, classify_group, judgement_rts
@@ -216,7 +217,7 @@ class GroupScorer:
                 "(or SGPO_JUDGE__SCORING__VERIFIER) and restart the judge"
             )
         if self._stub is None:
-            self._channel = grpc.insecure_channel(self.cfg.verifier, options=GRPC_OPTIONS)
+            self._channel = auth.channel(self.cfg.verifier, options=GRPC_OPTIONS)
             self._stub = verifier_pb2_grpc.VerifierServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
 

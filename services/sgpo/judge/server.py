@@ -8,11 +8,12 @@ generated for the run and written to the log.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
+from pathlib import Path
 
 import grpc
 
+from sgpo.common import auth
 from sgpo.common.convert import judgement_to_pb
 from sgpo.common.http import HttpServer
 from sgpo.common.server import ResourceExhaustedError, error_code_name, serve_grpc
@@ -72,9 +73,12 @@ def start_http(state: JudgeState) -> HttpServer:
 def serve(cfg: JudgeConfig) -> None:
     metrics = JudgeMetrics()
     keys = tuple(k.get_secret_value() for k in cfg.api_keys)
-    generated = not keys
-    if generated:
-        keys = (secrets.token_urlsafe(24),)
+    if cfg.api_keys_file:
+        keys += tuple(auth.read_secret_lines(cfg.api_keys_file, "API key"))
+    generated: Path | None = None
+    if not keys and cfg.http_enabled:
+        keys = (auth.generate_secret(),)
+        generated = auth.write_secret_file(auth.generated_secret_path("judge", "api-key"), keys[0])
     state = JudgeState(cfg, metrics, keys)
     http: HttpServer | None = None
 
@@ -89,9 +93,9 @@ def serve(cfg: JudgeConfig) -> None:
             log.info("http listening", extra={"http_port": http.port})
             if generated:
                 log.warning(
-                    "no api_keys configured: generated one for this run; HTTP callers send it as X-API-Key "
-                    "(set SGPO_JUDGE__API_KEYS to choose your own)",
-                    extra={"api_key": keys[0]},
+                    "no api_keys configured: generated one for this run into a 0600 file; HTTP callers "
+                    "send it as X-API-Key (set SGPO_JUDGE__API_KEYS or api_keys_file to choose your own)",
+                    extra={"api_key_file": str(generated)},
                 )
         state.judge = build_judge(cfg, metrics)
         metrics.ready.set(1)

@@ -48,6 +48,25 @@ class EmbeddedRedis:
             self._server.shutdown(save=False, now=True)
 
 
+def local_service_token(run_dir: Path) -> dict[str, str]:
+    """Authenticate a local run's services (sgpo.common.auth) even when no token is configured.
+
+    With `SGPO_SERVICE_TOKEN(_FILE)` set the services inherit it; else a random token goes to
+    `<run_dir>/secrets/service-token` (mode 0600) and the returned environment names that file to every
+    service. This process's clients (the launcher's evaluation, its generator pool) send the same token.
+    """
+    from sgpo.common import auth
+
+    token = auth.resolve_service_token()
+    env: dict[str, str] = {}
+    if token is None:
+        token = auth.generate_secret()
+        path = auth.write_secret_file(run_dir / "secrets" / "service-token", token)
+        env[auth.TOKEN_FILE_ENV] = str(path)
+    auth.set_process_token(token)
+    return env
+
+
 @dataclass
 class ServiceSpec:
     name: str
@@ -93,8 +112,12 @@ class _Running:
 
 
 class LocalCluster:
-    def __init__(self, config_path: Path, log_dir: Path, max_restarts: int = 5) -> None:
+    def __init__(
+        self, config_path: Path, log_dir: Path, max_restarts: int = 5, env: dict[str, str] | None = None
+    ) -> None:
         self.config_path, self.log_dir, self.max_restarts = config_path, log_dir, max_restarts
+        self.env = dict(env or {})
+        """Environment every service gets (the run's service token file), under each spec's own."""
         self.services: dict[str, _Running] = {}
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -126,7 +149,7 @@ class LocalCluster:
         tmp.replace(self.log_dir / "services.json")
 
     def _spawn(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         prefix = f"SGPO_{(spec.service or spec.name).upper()}__"
         env.update(
             {f"{prefix}PORT": str(spec.port), f"{prefix}METRICS_PORT": str(spec.metrics_port), **spec.env}

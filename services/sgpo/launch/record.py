@@ -30,7 +30,7 @@ def record(
 
     from sgpo.common.ports import free_port
     from sgpo.common.settings import load_config
-    from sgpo.launch.cluster import EmbeddedRedis, LocalCluster, ServiceSpec
+    from sgpo.launch.cluster import EmbeddedRedis, LocalCluster, ServiceSpec, local_service_token
     from sgpo.launch.presets import TRAIN_PRESETS
     from sgpo.launch.train import TrainOptions, build_run_config, write_datasets
     from sgpo.orchestrator.clients import Clients
@@ -59,7 +59,7 @@ def record(
     config_path = run_dir / "run.toml"
     config_path.write_text(tomli_w.dumps(doc))
     cfg = load_config(OrchestratorConfig, config_path, known_sections=set(doc) - {"algo"})
-    cluster = LocalCluster(config_path, run_dir / "logs")
+    cluster = LocalCluster(config_path, run_dir / "logs", env=local_service_token(run_dir))
     t0 = time.perf_counter()
     try:
         with console.status("starting verifier, judge and generator..."):

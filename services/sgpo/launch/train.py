@@ -203,7 +203,8 @@ def build_run_config(
         "algo": {"algo": algo, "group_size": preset.group_size, "rts_unit": "tokens"},
         "verifier": {"workers": 2},
         "judge": {"http_enabled": False},
-        "generator": {"model": str(policy), "http_enabled": False},
+        # UpdateWeights loads only what the trainer publishes (trainer.run_dir/weights)
+        "generator": {"model": str(policy), "http_enabled": False, "weights_root": str(run_dir / "weights")},
         "trainer": {
             "model_path": str(policy),
             "run_dir": str(run_dir),
@@ -515,7 +516,7 @@ class TrainRun:
 
         from sgpo.common.ports import free_port
         from sgpo.common.settings import ConfigError
-        from sgpo.launch.cluster import EmbeddedRedis, LocalCluster
+        from sgpo.launch.cluster import EmbeddedRedis, LocalCluster, local_service_token
 
         console, run_dir, layout = self.console, self.run_dir, self.layout
         try:
@@ -579,7 +580,7 @@ class TrainRun:
         if len(layout.generators) > 1 or layout.trainer_procs > 1 or layout.on_gpus:
             console.print(describe_layout(layout))
 
-        self.cluster = LocalCluster(config_path, run_dir / "logs")
+        self.cluster = LocalCluster(config_path, run_dir / "logs", env=local_service_token(run_dir))
         specs = self._specs(ports)
         interrupted = False
         old_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -669,11 +670,11 @@ class TrainRun:
 
     # -- pieces ------------------------------------------------------------------------------------------
     def _stub(self, name: str) -> Any:
-        import grpc
 
+        from sgpo.common import auth
         from sgpo.v1 import generator_pb2_grpc, trainer_pb2_grpc, verifier_pb2_grpc
 
-        channel = grpc.insecure_channel(self.cluster.target(name))
+        channel = auth.channel(self.cluster.target(name))
         stub = {
             "generator": generator_pb2_grpc.GeneratorServiceStub,
             "verifier": verifier_pb2_grpc.VerifierServiceStub,

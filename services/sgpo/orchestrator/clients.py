@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from sgpo.common import auth
 from sgpo.common.server import GRPC_OPTIONS
 from sgpo.orchestrator.config import RetryConfig
 from sgpo.v1 import generator_pb2, generator_pb2_grpc, judge_pb2_grpc, verifier_pb2_grpc
@@ -119,7 +120,7 @@ class GeneratorPool:
             raise ValueError("no generator target given; set generator_target to one host:port or several")
         self.replicas = []
         for t in targets:
-            channel = grpc.insecure_channel(t, options=GRPC_OPTIONS)
+            channel = auth.channel(t, options=GRPC_OPTIONS)
             self.replicas.append(Replica(t, channel, generator_pb2_grpc.GeneratorServiceStub(channel)))
         self.info_timeout_s, self.wait_s, self.poll_s = info_timeout_s, wait_s, poll_s
         self._lock = threading.Lock()
@@ -205,7 +206,7 @@ class Clients:
     ) -> None:
         targets = [generator] if isinstance(generator, str) else list(generator)
         self.generators = GeneratorPool(targets, wait_s=replica_wait_s)
-        self._channels = [grpc.insecure_channel(t, options=GRPC_OPTIONS) for t in (verifier, judge)]
+        self._channels = [auth.channel(t, options=GRPC_OPTIONS) for t in (verifier, judge)]
         self.verifier = verifier_pb2_grpc.VerifierServiceStub(self._channels[0])
         self.judge = judge_pb2_grpc.JudgeServiceStub(self._channels[1])
 

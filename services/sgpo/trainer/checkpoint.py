@@ -74,8 +74,35 @@ def _remove(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+FILE_MODE = 0o640
+"""Checkpoints, published weights and metrics: the owner and its group (the generator of a deployment reads
+the weights), never other users."""
+PRIVATE_MODE = 0o600
+"""The optimizer and RNG state: the trainer's alone."""
+DIR_MODE = 0o750
+
+
+def _restrict(root: Path) -> None:
+    """No file under `root` readable by others (optimizer and RNG state by the owner alone)."""
+    os.chmod(root, DIR_MODE)
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(dirpath, name), DIR_MODE)
+        for name in files:
+            mode = PRIVATE_MODE if name in (OPTIMIZER_FILE, RNG_FILE) else FILE_MODE
+            os.chmod(os.path.join(dirpath, name), mode)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to `path`, created with FILE_MODE (metrics.jsonl: not readable by others)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    with os.fdopen(fd, "a") as f:
+        f.write(line + "\n")
+
+
 def _install(tmp: Path, final: Path) -> None:
     """Make `tmp` (complete, fsynced) visible as `final`, replacing any folder of that name."""
+    _restrict(tmp)
     _fsync_tree(tmp)
     _remove(final)
     os.rename(tmp, final)

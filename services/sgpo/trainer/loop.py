@@ -41,6 +41,7 @@ from sgpo.core.types import Group
 from sgpo.trainer.batch import check_group
 from sgpo.trainer.checkpoint import (
     TrainerState,
+    append_line,
     clean_temp,
     latest_checkpoint,
     list_checkpoints,
@@ -483,8 +484,7 @@ class Trainer:
                 line.update(queue_lag=s.lag, queue_pending=s.pending, queue_dead=s.dead)
             except Exception:
                 m.redis_errors.inc()
-        with (self.run_dir / METRICS_FILE).open("a") as f:
-            f.write(json.dumps(line) + "\n")
+        append_line(self.run_dir / METRICS_FILE, json.dumps(line))
         log.info(
             "step",
             extra={

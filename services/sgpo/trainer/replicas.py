@@ -30,15 +30,15 @@ class ReplicaFanout:
         timeout_s: float,
         on_failure: Callable[[str, int, Exception], None] | None = None,
     ) -> None:
-        import grpc
 
+        from sgpo.common import auth
         from sgpo.common.server import GRPC_OPTIONS
         from sgpo.v1 import generator_pb2_grpc
 
         self.targets = list(targets)
         self.timeout_s = timeout_s
         self.on_failure = on_failure
-        self._channels = [grpc.insecure_channel(t, options=GRPC_OPTIONS) for t in self.targets]
+        self._channels = [auth.channel(t, options=GRPC_OPTIONS) for t in self.targets]
         self._stubs = [generator_pb2_grpc.GeneratorServiceStub(c) for c in self._channels]
         self._locks = [threading.Lock() for _ in self.targets]
         self._pool = ThreadPoolExecutor(max(1, len(self.targets)), thread_name_prefix="update-weights")

@@ -128,6 +128,16 @@ command: [torchrun, --standalone, --nproc-per-node={{ int $v.gpus }}, --no-pytho
   value: {{ include "sgpo.port" (dict "root" .root "component" .component "kind" "metrics") | quote }}
 - name: {{ $P }}LOG_LEVEL
   value: {{ .root.Values.logLevel | quote }}
+- name: SGPO_SERVICE_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ include "sgpo.secretName" .root }}, key: service-token}
+{{- end -}}
+
+{{/* The Redis password, for the services that use Redis (orchestrator, trainer) and Redis itself. */}}
+{{- define "sgpo.redisPasswordEnv" -}}
+- name: SGPO_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "sgpo.secretName" . }}, key: redis-password{{ if not .Values.redis.enabled }}, optional: true{{ end }}}
 {{- end -}}
 
 {{- define "sgpo.containerPorts" -}}
