@@ -120,8 +120,11 @@ class _RedisCache:
     def __init__(self, url: str, ttl_s: int) -> None:
         import redis
 
+        from sgpo.common.queue import build_redis_client
+
         self.ttl_s = ttl_s
-        self.client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        # the queue's client: the password from the URL or SGPO_REDIS_PASSWORD; no retries (a miss is cheap)
+        self.client = build_redis_client(url, client_name="sgpo-judge-cache", socket_timeout_s=2.0, retries=0)
         self.errors = redis.RedisError
         self._warned = 0.0
 
