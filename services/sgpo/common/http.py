@@ -121,7 +121,8 @@ class LimitsMiddleware:
     """Pure ASGI middleware: body limits, admission control and the catch-all error path (module docstring).
 
     `costly(path)` says which requests go through admission; `on_done(path, status, seconds)` is called once
-    per request with the status sent (499 for a client that went away)."""
+    per request with the status sent (499 for a client that went away). `check_declared = False` leaves the
+    Content-Length check to the app (the judge checks its key first); the streamed body is bounded either way."""
 
     def __init__(
         self,
@@ -131,8 +132,10 @@ class LimitsMiddleware:
         costly: Callable[[str], bool],
         on_done: Callable[[str, int, float], None] | None = None,
         exempt: Collection[str] = (),
+        check_declared: bool = True,
     ) -> None:
         self.app, self.limits, self.error_body = app, limits, error_body
+        self.check_declared = check_declared
         self.costly, self.on_done, self.exempt = costly, on_done, set(exempt)
         self._sem: asyncio.Semaphore | None = None
         self.waiting = 0
@@ -173,7 +176,11 @@ class LimitsMiddleware:
 
         try:
             declared = dict(scope.get("headers") or ()).get(b"content-length")
-            if declared is not None and (not declared.isdigit() or int(declared) > lim.max_body_bytes):
+            if (
+                self.check_declared
+                and declared is not None
+                and (not declared.isdigit() or int(declared) > lim.max_body_bytes)
+            ):
                 msg = (
                     f"request body exceeds max_body_bytes = {lim.max_body_bytes}"
                     if declared.isdigit()
