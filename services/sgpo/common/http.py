@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # The status a request whose client went away is counted under (nginx's "client closed request").
 CLIENT_CLOSED = 499
+# The scope key of the asyncio.Event LimitsMiddleware sets when the client disconnects.
+DISCONNECTED = "sgpo.disconnected"
 
 
 class HttpLimits(BaseModel):
@@ -174,6 +176,9 @@ class LimitsMiddleware:
                 state["status"], state["started"] = message["status"], True
             await send(message)
 
+        gone = asyncio.Event()
+        scope[DISCONNECTED] = gone
+        watcher: list[asyncio.Future[None]] = []
         try:
             declared = dict(scope.get("headers") or ()).get(b"content-length")
             if (
@@ -208,11 +213,11 @@ class LimitsMiddleware:
                 finally:
                     self.waiting -= 1
                 try:
-                    await self.app(scope, self._bounded(receive, start), send_wrapped)
+                    await self.app(scope, self._bounded(receive, start, gone, watcher), send_wrapped)
                 finally:
                     self._sem.release()
             else:
-                await self.app(scope, self._bounded(receive, start), send_wrapped)
+                await self.app(scope, self._bounded(receive, start, gone, watcher), send_wrapped)
         except BaseException as exc:
             status = self._status(exc)
             if status == CLIENT_CLOSED:
@@ -232,6 +237,8 @@ class LimitsMiddleware:
                 close = [(b"connection", b"close")] if status in (408, 413) else []
                 await self._send_error(send_wrapped, status, msg, close)
         finally:
+            for w in watcher:
+                w.cancel()
             if self.on_done is not None:
                 self.on_done(path, int(state["status"]), time.perf_counter() - start)
 
@@ -247,11 +254,25 @@ class LimitsMiddleware:
             return 408
         return 500
 
-    def _bounded(self, receive: Any, start: float) -> Callable[[], Awaitable[dict[str, Any]]]:
-        """`receive` that counts body bytes and enforces the body deadline; after the body, a plain pass-through
-        (so `is_disconnected` and streaming work as usual)."""
+    def _bounded(
+        self, receive: Any, start: float, gone: asyncio.Event, watcher: list[asyncio.Future[None]]
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """`receive` that counts body bytes and enforces the body deadline; after the body, a plain pass-through,
+        and a watcher task that sets `gone` when the client disconnects (Starlette's `is_disconnected` cannot
+        see it through a BaseHTTPMiddleware: its task group swallows the message under a cancelled scope)."""
         lim = self.limits
         seen = {"bytes": 0, "done": False}
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        def body_done() -> None:
+            seen["done"] = True
+            watcher.append(asyncio.ensure_future(watch()))
 
         async def wrapped() -> dict[str, Any]:
             if seen["done"]:
@@ -266,9 +287,10 @@ class LimitsMiddleware:
                 if seen["bytes"] > lim.max_body_bytes:
                     raise BodyTooLarge()
                 if not message.get("more_body", False):
-                    seen["done"] = True
+                    body_done()
             elif message["type"] == "http.disconnect":
                 seen["done"] = True
+                gone.set()
             return message  # type: ignore[no-any-return]
 
         return wrapped
@@ -276,19 +298,21 @@ class LimitsMiddleware:
 
 async def run_cancellable(request: Any, fn: Callable[[threading.Event], Any], poll_s: float = 0.05) -> Any:
     """Run `fn(cancel)` in a worker thread; if the client disconnects first, set `cancel` (the engine drops the
-    request's work) and raise ClientGone. Polling `is_disconnected` costs one non-blocking receive per tick."""
+    request's work) and raise ClientGone. The disconnect comes from LimitsMiddleware's watcher (or, without
+    the middleware, from polling `is_disconnected`)."""
     import anyio.to_thread
 
     cancel = threading.Event()
     # anyio's pool (40 threads), not asyncio's default executor (cores + 4), so concurrent requests batch
     task = asyncio.ensure_future(anyio.to_thread.run_sync(fn, cancel))
     task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even when abandoned
+    gone: asyncio.Event | None = request.scope.get(DISCONNECTED)
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=poll_s)
             if done:
                 return task.result()
-            if await request.is_disconnected():
+            if gone.is_set() if gone is not None else await request.is_disconnected():
                 cancel.set()
                 raise ClientGone()
     except BaseException:
