@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from starlette.requests import Request as HTTPRequest  # module level: FastAPI resolves handler annotations here
+from starlette.requests import Request as HTTPRequest  # FastAPI resolves handler annotations here
 
 from sgpo.common.http import run_cancellable
 from sgpo.common.server import ServiceError
