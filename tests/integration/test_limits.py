@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -268,9 +269,16 @@ PROMPT = format_prompt("Start with 7. Add 5.")
 
 
 @pytest.fixture(scope="module")
-def generator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, int]]:
+def tiny_policy(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_tiny_policy(tmp_path_factory.mktemp("tiny") / "policy", seed=0))
+
+
+@pytest.fixture(scope="module")
+def generator(
+    tmp_path_factory: pytest.TempPathFactory, tiny_policy: str
+) -> Iterator[tuple[ServiceProcess, int]]:
     root = tmp_path_factory.mktemp("gen")
-    policy = build_tiny_policy(root / "policy", seed=0)
+    policy = tiny_policy
     http_port = free_port()
     env = {
         "SGPO_GENERATOR__MODEL": str(policy),
@@ -395,3 +403,76 @@ def test_verifier_cancellation_frees_the_worker(verifier: ServiceProcess) -> Non
     assert resp.verdicts[0].status == common_pb2.VERDICT_STATUS_CORRECT, resp.verdicts[0].reason
     assert wait_metric(verifier, "sgpo_verifier_worker_restarts_total", 1, reason="cancel") == 1
     print(f"verifier: next caller served {wait:.2f}s after the cancel")
+
+
+# ------------------------------------------------------------------------------------------------ sharing
+
+
+def test_one_requests_failure_does_not_fail_its_batch_mates(tiny_policy: str) -> None:
+    """A request whose decoding raises (here: any batch holding a request with max_tokens = 7, standing in for
+    a row whose output breaks the detokenizer) fails alone; the requests batched with it complete, and a
+    seeded one draws the same completions as when it runs alone."""
+    from sgpo.generator.hf import HFEngine
+    from sgpo.generator.sampling import SamplingParams
+
+    calls: list[int] = []  # requests in each batch run
+
+    class Faulty(HFEngine):
+        def _run_batch(self, weights, rows):  # type: ignore[no-untyped-def]
+            calls.append(len({id(r.request) for r in rows}))
+            if any(r.request.params.max_tokens == 7 for r in rows):
+                raise RuntimeError("bad output")
+            return super()._run_batch(weights, rows)
+
+    engine = Faulty(tiny_policy, batch_wait_s=0.5)
+    try:
+        good = SamplingParams(n=3, temperature=1.0, max_tokens=12, seed=11)
+        alone = engine.generate([PROMPT], good)
+        results: dict[str, object] = {}
+
+        def run(name: str, params: SamplingParams) -> None:
+            try:
+                results[name] = engine.generate([PROMPT], params)
+            except Exception as e:
+                results[name] = e
+
+        threads = [
+            threading.Thread(target=run, args=("good", good)),
+            threading.Thread(target=run, args=("bad", SamplingParams(n=2, max_tokens=7))),
+        ]
+        calls.clear()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert isinstance(results["bad"], RuntimeError)
+        assert results["good"] == alone
+        assert sorted(calls) == [1, 1, 2]  # one shared batch, then each request alone
+    finally:
+        engine.close()
+
+
+def test_a_large_request_does_not_hold_a_small_one_behind_it(tiny_policy: str) -> None:
+    """Batches are filled round-robin over waiting requests: a small request that arrives behind 4 batches'
+    worth of rows finishes while the large one is still running."""
+    from sgpo.generator.hf import HFEngine
+    from sgpo.generator.sampling import SamplingParams
+
+    engine = HFEngine(tiny_policy, max_batch_size=16, batch_wait_s=0.0)
+    order: list[str] = []
+    try:
+        large = threading.Thread(
+            target=lambda: (
+                engine.generate(["Start"] * 4, SamplingParams(n=16, max_tokens=8)),
+                order.append("large"),
+            )
+        )
+        large.start()
+        while engine.stats["batches"] == 0:
+            time.sleep(0.01)
+        engine.generate([PROMPT], SamplingParams(n=1, max_tokens=8))
+        order.append("small")
+        large.join(120)
+        assert order == ["small", "large"]
+    finally:
+        engine.close()
