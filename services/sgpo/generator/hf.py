@@ -309,7 +309,8 @@ class HFEngine:
                 for part in by_request.values():
                     self._run_isolated(weights, part)
                 return
-            log.error("request failed in the engine", exc_info=e)
+            # no traceback here: the transport that answers the caller logs it, once
+            log.warning("a request failed in the engine: %s: %s", type(e).__name__, e)
             self._fail(rows[0].request, e)
             return
         for r, c in zip(rows, completions, strict=True):
