@@ -253,8 +253,8 @@ class JudgeConfig(ServiceConfig):
     receive limit (plus 64 KiB of framing), so a bigger message is refused from its length prefix, unread."""
     http_limits: HttpLimits = Field(default_factory=lambda: HttpLimits(max_active=4))
     """HTTP timeouts, connections and admission (`[judge.http_limits]`, sgpo.common.http.HttpLimits; the body
-    limit is `max_request_bytes`). `max_active` = 4: the symbolic backend is CPU-bound, and more requests
-    running at once only share the same cores and lengthen the tail (bench/NOTES.md, "Load")."""
+    limit is `max_request_bytes`). `max_active` = 4: the symbolic backend is CPU-bound; 1 gives the tightest
+    tail at half the throughput, 4 to 16 about the same as no limit (bench/NOTES.md, "Load")."""
     max_items: int = Field(256, ge=1, le=65536)
     """Most responses in one request (a group is G of them); more is 413 / RESOURCE_EXHAUSTED."""
     max_steps: int = Field(512, ge=1)
