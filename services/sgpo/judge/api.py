@@ -324,7 +324,7 @@ def build_app(config: JudgeConfig, deps: JudgeState) -> FastAPI:
     )
 
     @v1.post("/judge", response_model=JudgeResponseOut, responses=_ERRORS)
-    def judge(body: JudgeRequestIn) -> JudgeResponseOut:
+    def judge(body: JudgeRequestIn) -> Response:
         """First wrong step, rts and colored reward of each response of one problem (one group)."""
         coloring = _coloring(body.coloring, deps.default_coloring)
         j = deps.require()
@@ -333,7 +333,9 @@ def build_app(config: JudgeConfig, deps: JudgeState) -> FastAPI:
             for it in body.items
         ]
         out = j.judge(body.problem, body.reference_solution, items)
-        return JudgeResponseOut(judgements=[StepJudgementOut.of(x, coloring) for x in out])
+        # serialized here: FastAPI would validate the model again against `response_model` (the schema)
+        body_out = JudgeResponseOut(judgements=[StepJudgementOut.of(x, coloring) for x in out])
+        return Response(body_out.model_dump_json(), media_type="application/json")
 
     v1.include_router(build_scoring_router(deps, _GuardedRoute))  # /v1/score_groups, /v1/openrlhf/reward
     app.include_router(v1)
