@@ -11,7 +11,8 @@
    next request as soon as the last is answered. p50 / p99 / max latency, requests per second, errors (any
    non-200 or transport error).
 3. Health: while 60 clients load a service, a separate process probes its health endpoints in a loop
-   (HTTP `/healthz` or `/health`, and gRPC health `Check`) and reports their latencies.
+   (HTTP `/healthz` or `/health`, and gRPC health `Check`) and reports their latencies; for the generator
+   twice, under 60 HTTP callers and under 60 gRPC `Generate` callers (which hold gRPC server threads).
 
 Machine, load average and date are printed: on a shared machine figures are noisy; compare within a run.
 """
@@ -96,16 +97,20 @@ async def http_load(
         return Result(name, latencies, time.perf_counter() - start, errors)
 
 
-def grpc_load(name: str, target: str, requests: list[Any], n: int, c: int) -> Result:
+def grpc_load(name: str, target: str, requests: list[Any], n: int, c: int, method: str = "judge") -> Result:
     import grpc
 
-    from sgpo.v1 import judge_pb2_grpc
+    from sgpo.v1 import generator_pb2_grpc, judge_pb2_grpc
 
     latencies: list[float] = []
     errors = 0
     lock, counter = threading.Lock(), iter(range(n))
     channel = grpc.insecure_channel(target)
-    stub = judge_pb2_grpc.JudgeServiceStub(channel)
+    call = (
+        judge_pb2_grpc.JudgeServiceStub(channel).Judge
+        if method == "judge"
+        else generator_pb2_grpc.GeneratorServiceStub(channel).Generate
+    )
 
     def worker() -> None:
         nonlocal errors
@@ -116,7 +121,7 @@ def grpc_load(name: str, target: str, requests: list[Any], n: int, c: int) -> Re
                 return
             t = time.perf_counter()
             try:
-                stub.Judge(requests[i % len(requests)], timeout=120)
+                call(requests[i % len(requests)], timeout=120)
             except grpc.RpcError as e:
                 with lock:
                     errors += 1
@@ -190,7 +195,9 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--health-concurrency", type=int, default=60)
     p.add_argument(
-        "--only", choices=("judge",), help="judge: only the judge's two work rows (quick A/B runs)"
+        "--only",
+        choices=("judge", "generator"),
+        help="only the judge's two work rows, or only the generator's HTTP row (quick A/B runs)",
     )
     p.add_argument("--probe", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -234,10 +241,19 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         judge = stack.enter_context(run_service("judge", Path(tmp), env=judge_env))
-        if args.only is None:
+        if args.only != "judge":
             gen = stack.enter_context(run_service("generator", Path(tmp), env=gen_env, ready_timeout=300))
         jurl, gurl = f"http://127.0.0.1:{judge_http}", f"http://127.0.0.1:{gen_http}"
         hdr = {"X-API-Key": KEY}
+        if args.only == "generator":
+            asyncio.run(http_load("warm", f"{gurl}/v1/completions", {}, gen_bodies, 16, 8))
+            r = asyncio.run(
+                http_load(
+                    "generator HTTP POST /v1/completions", f"{gurl}/v1/completions", {}, gen_bodies, gn, c
+                )
+            )
+            print(r.row())
+            return 0
         asyncio.run(http_load("warm", f"{jurl}/v1/judge", hdr, judge_bodies, 64, 8))
         grpc_load("warm", judge.target, judge_requests, 64, 8)
         print(f"work at {c} concurrent clients:", flush=True)
@@ -279,6 +295,19 @@ def main() -> int:
                 )
             ),
         )
+        from sgpo.v1 import common_pb2, generator_pb2
+
+        sampling = common_pb2.SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=16)
+        gen_requests = [
+            generator_pb2.GenerateRequest(prompts=[b["prompt"]], sampling=sampling) for b in gen_bodies
+        ]
+        gen_grpc_probe = health_under_load(
+            "generator",
+            f"{gurl}/health",
+            gen.target,
+            lambda: grpc_load(f"generator gRPC Generate x{hc}", gen.target, gen_requests, gn, hc, "generate"),
+        )
+        gen_probe += gen_grpc_probe
         for r in judge_probe + gen_probe:
             print(r.row(), flush=True)
     print(f"machine after: {machine()}")

@@ -56,6 +56,9 @@ class GeneratorConfig(ServiceConfig):
     """hf engine: how long the scheduler waits for more requests to join a batch that is not full."""
     max_model_len: int | None = Field(None, ge=16)
     """Context length cap (prompt + completion); default: the model's own."""
+    max_workers: int = Field(128, ge=1)
+    """gRPC server threads. A Generate call holds one while the engine batches it, so the pool must exceed the
+    callers' concurrency, or health checks queue behind the calls (docs/design.md §5)."""
     max_n: int = Field(1024, ge=1)
     """Largest `n` (completions per prompt) one request may ask for (gRPC and HTTP)."""
     max_prompts: int = Field(4096, ge=1)
