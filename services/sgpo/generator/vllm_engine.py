@@ -339,6 +339,7 @@ class VLLMEngine:
             if None in items:
                 self._fail_all(running, waiting, [i for i in items if isinstance(i, _Batch | _Update)])
                 return
+            waiting.extend(i for i in items if i is not None and not isinstance(i, _Cancel))
             for c in [i for i in items if isinstance(i, _Cancel)]:  # drop a cancelled caller's work
                 waiting = [w for w in waiting if w is not c.batch]
                 for rid in c.batch.slots:
@@ -346,7 +347,6 @@ class VLLMEngine:
                         self._abort(rid)
                 if not c.batch.done.done():
                     c.batch.done.set_exception(RequestCancelled("the request was cancelled by its caller"))
-            waiting.extend(i for i in items if i is not None and not isinstance(i, _Cancel))
             # Admit in arrival order up to the first update; an update runs once the engine has drained.
             while waiting:
                 head = waiting[0]
@@ -376,7 +376,7 @@ class VLLMEngine:
                     if batch is None:
                         continue
                     batch.outputs[out.request_id] = out
-                    if len(batch.outputs) == len(batch.slots):
+                    if len(batch.outputs) == len(batch.slots) and not batch.done.done():
                         batch.done.set_result(None)
 
     def _admit(self, batch: _Batch, running: dict[str, _Batch]) -> None:
