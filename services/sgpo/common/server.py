@@ -27,10 +27,23 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 HEALTH_POLL_S = 0.5
+# Channel (client) options: a client may receive large answers (a generator's batch of completions).
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+# What a server accepts unless its config says otherwise (`grpc_max_receive_bytes`): the control RPCs of the
+# orchestrator and trainer are small. gRPC refuses a larger message from its length prefix, with
+# RESOURCE_EXHAUSTED, before reading it (docs/design.md, "5. Limits").
+DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+
+
+def server_options(max_receive_bytes: int) -> list[tuple[str, int]]:
+    """gRPC server options: answers up to MAX_MESSAGE_BYTES, requests up to `max_receive_bytes`."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_receive_bytes),
+    ]
 
 
 class ServiceError(Exception):
@@ -149,7 +162,7 @@ def start_grpc(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix=cfg.service),
         interceptors=[*auth.server_interceptors(token), ErrorInterceptor()],
-        options=GRPC_OPTIONS,
+        options=server_options(int(getattr(cfg, "grpc_max_receive_bytes", DEFAULT_MAX_RECEIVE_BYTES))),
     )
     names = list(register(server))
     health_servicer = health.HealthServicer()

@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from sgpo.common.http import HttpLimits
 from sgpo.common.settings import ServiceConfig
 
 EngineName = Literal["hf", "vllm"]
@@ -55,8 +56,28 @@ class GeneratorConfig(ServiceConfig):
     """hf engine: how long the scheduler waits for more requests to join a batch that is not full."""
     max_model_len: int | None = Field(None, ge=16)
     """Context length cap (prompt + completion); default: the model's own."""
+    max_workers: int = Field(128, ge=1)
+    """gRPC server threads. A Generate call holds one while the engine batches it, so the pool must exceed the
+    callers' concurrency, or health checks queue behind the calls (docs/design.md §6)."""
     max_n: int = Field(1024, ge=1)
-    """Largest `n` (completions per prompt) one request may ask for."""
+    """Largest `n` (completions per prompt) one request may ask for (gRPC and HTTP)."""
+    max_prompts: int = Field(4096, ge=1)
+    """Most prompts in one request."""
+    max_completions: int = Field(16384, ge=1)
+    """Most completions (prompts x n) in one request."""
+    max_prompt_chars: int | None = Field(None, ge=16)
+    """Longest prompt in characters, checked before it is tokenized (default: the model's context times the
+    longest token of its vocabulary, so any longer prompt cannot fit the context whatever it says)."""
+    max_request_chars: int = Field(16 << 20, ge=1024)
+    """All prompts of one request together, in characters, checked before any is tokenized."""
+    grpc_max_receive_bytes: int = Field(64 << 20, ge=1 << 16, le=1 << 30)
+    """Largest gRPC request (a batch of prompts); gRPC refuses a bigger message (RESOURCE_EXHAUSTED) from its
+    length prefix, before reading it."""
+    http_limits: HttpLimits = Field(
+        default_factory=lambda: HttpLimits(max_body_bytes=16 << 20, max_active=32)
+    )
+    """HTTP timeouts, body size, connections and admission (`[generator.http_limits]`,
+    sgpo.common.http.HttpLimits). Requests admitted together batch together in the engine."""
     policy_version: int = Field(0, ge=0)
     """Version reported for the weights loaded at start (the trainer's UpdateWeights raises it)."""
     threads: int | None = Field(None, ge=1)

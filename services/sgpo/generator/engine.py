@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sgpo.common.server import BadRequestError
+import grpc
+
+from sgpo.common.server import BadRequestError, ServiceError
 from sgpo.core.errors import InvalidInputError
 from sgpo.core.types import Completion
 from sgpo.generator.sampling import SamplingParams
@@ -25,6 +28,13 @@ from sgpo.generator.sampling import SamplingParams
 
 class WeightsRejectedError(BadRequestError):
     """New weights that cannot be loaded (missing, corrupt, wrong shapes); the old weights keep serving."""
+
+
+class RequestCancelled(ServiceError):
+    """The caller cancelled or went away; the engine dropped the request's work."""
+
+    code = grpc.StatusCode.CANCELLED
+    http_status = 499
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +55,11 @@ class Engine(Protocol):
     @property
     def policy_version(self) -> int: ...
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[PromptResult]:
-        """`params.n` completions per prompt, in prompt order."""
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, cancel: threading.Event | None = None
+    ) -> list[PromptResult]:
+        """`params.n` completions per prompt, in prompt order; once `cancel` is set the request's work is
+        dropped and RequestCancelled raised."""
         ...
 
     def update_weights(self, version: int, uri: str) -> int:
@@ -216,9 +229,38 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=add)["input_ids"])
 
 
-def encode_prompts(tokenizer: Any, lock: Any, prompts: Any, max_model_len: int) -> list[list[int]]:
+def max_token_chars(tokenizer: Any) -> int:
+    """The most characters one token of `tokenizer` can stand for (the longest vocabulary entry, at least 1):
+    a text of more than `max_model_len * max_token_chars` characters cannot fit the context, whatever it says,
+    so it is refused before it is tokenized. Byte-level vocabularies spell a byte per character, so their
+    entries' lengths bound the characters too."""
+    try:
+        vocab = tokenizer.get_vocab()
+        longest = max((len(t) for t in vocab), default=1)
+    except Exception:  # a tokenizer without a vocabulary listing: no derived bound beyond a generous one
+        longest = 64
+    return max(1, int(longest))
+
+
+def check_prompt_chars(prompts: Any, max_chars: int) -> None:
+    """Refuse a prompt longer than `max_chars` characters, before any tokenization (a 50 MB prompt tokenized
+    under the tokenizer's lock took 11 GB and stalled every other request)."""
+    for i, p in enumerate(prompts):
+        if len(p) > max_chars:
+            raise InvalidInputError(
+                f"prompts[{i}]",
+                f"has {len(p)} characters; at most {max_chars} (max_prompt_chars) fit the model's context",
+            )
+
+
+def encode_prompts(
+    tokenizer: Any, lock: Any, prompts: Any, max_model_len: int, max_chars: int | None = None
+) -> list[list[int]]:
     """Every prompt's token ids (encode_prompt, under `lock`: a fast tokenizer mutated from two threads raises
-    'Already borrowed'); a prompt that tokenizes to nothing or fills the model's context is an error naming it."""
+    'Already borrowed'); a prompt longer than `max_chars` is refused before tokenization, and one that
+    tokenizes to nothing or fills the model's context is an error naming it."""
+    if max_chars is not None:
+        check_prompt_chars(prompts, max_chars)
     with lock:
         prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
     for i, ids in enumerate(prompt_ids):

@@ -36,6 +36,7 @@ def build_engine(cfg: Any) -> Engine:
             kv_cache_memory_bytes=cfg.kv_cache_memory_bytes,
             enforce_eager=cfg.enforce_eager,
             max_num_seqs=cfg.max_batch_size,
+            max_prompt_chars=cfg.max_prompt_chars,
         )
     if cfg.threads is not None:
         import torch
@@ -53,4 +54,5 @@ def build_engine(cfg: Any) -> Engine:
         policy_version=cfg.policy_version,
         served_model_name=name,
         trust_remote_code=cfg.trust_remote_code,
+        max_prompt_chars=cfg.max_prompt_chars,
     )

@@ -5,6 +5,11 @@ together: each prompt is prefilled once, its cache is repeated for its `n` rows,
 lock-step and finished rows are dropped from the batch. Every row samples from its own random stream, so a
 seeded request gives the same completions whatever it is batched with.
 
+Sharing (docs/design.md, "5. Limits"): a batch is filled round-robin over the waiting requests, one row of
+each in turn, so a request of thousands of rows cannot hold a small one behind it for more than one batch; a
+cancelled request's rows leave the queue and the running batch at the next decoding step; and when a batch
+fails, each of its requests is run again alone, so only the request that fails gets the error.
+
 Weight updates build a new model next to the serving one and swap a (model, version) pair under a lock;
 a batch holds the pair it started with, so requests in flight finish on the old weights.
 """
@@ -28,11 +33,13 @@ from sgpo.core.types import Completion, FinishReason
 from sgpo.generator.engine import (
     IncrementalDetokenizer,
     PromptResult,
+    RequestCancelled,
     WeightsRejectedError,
     derive_seed,
     encode_prompt,
     encode_prompts,
     find_stop,
+    max_token_chars,
     read_state_dict,
 )
 from sgpo.generator.sampling import SamplingParams, validate_prompts, validate_sampling
@@ -43,7 +50,7 @@ log = logging.getLogger(__name__)
 _PRUNE_FRACTION = 0.25
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
     params: SamplingParams
     prompt_ids: list[list[int]]
@@ -58,7 +65,7 @@ class _Row:
     request: _Request
     prompt_index: int
     sample_index: int
-    generator: Any  # torch.Generator
+    seed: int  # the row's random stream starts here in every batch it runs in (a retry draws the same)
 
 
 @dataclass
@@ -84,6 +91,7 @@ class HFEngine:
         policy_version: int = 0,
         served_model_name: str | None = None,
         trust_remote_code: bool = False,
+        max_prompt_chars: int | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -105,6 +113,7 @@ class HFEngine:
         self.model_name = served_model_name or str(model_path)
         ctx = getattr(model.config, "max_position_embeddings", None) or 4096
         self.max_model_len = int(min(max_model_len or ctx, ctx))
+        self.max_prompt_chars = max_prompt_chars or self.max_model_len * max_token_chars(self.tokenizer)
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         eos = model.generation_config.eos_token_id
@@ -122,7 +131,8 @@ class HFEngine:
         self._update_lock = threading.Lock()
         self._tok_lock = threading.Lock()
         self._rng = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
-        self._pending: collections.deque[_Row] = collections.deque()
+        # waiting rows per request, in arrival order of the requests (a batch takes one row of each in turn)
+        self._pending: collections.OrderedDict[_Request, collections.deque[_Row]] = collections.OrderedDict()
         self._cv = threading.Condition()
         self._closed = False
         self.stats = {"batches": 0, "rows": 0, "tokens": 0}
@@ -148,28 +158,37 @@ class HFEngine:
             self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         )
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[PromptResult]:
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, cancel: threading.Event | None = None
+    ) -> list[PromptResult]:
+        """`cancel`, once set, drops the request's rows (waiting or running) and raises RequestCancelled."""
         import torch
 
         validate_prompts(prompts)
         validate_sampling(params)
-        prompt_ids = encode_prompts(self.tokenizer, self._tok_lock, prompts, self.max_model_len)
+        prompt_ids = encode_prompts(
+            self.tokenizer, self._tok_lock, prompts, self.max_model_len, self.max_prompt_chars
+        )
         req = _Request(params, prompt_ids, [[None] * params.n for _ in prompts], len(prompts) * params.n)
-        rows = []
+        rows = collections.deque()
         for i in range(len(prompts)):
             for j in range(params.n):
-                gen = torch.Generator()
                 if params.seed is not None:
-                    gen.manual_seed(derive_seed(params.seed, i, j))
+                    seed = derive_seed(params.seed, i, j)
                 else:
-                    gen.manual_seed(int(torch.randint(0, 2**62, (), generator=self._rng)))
-                rows.append(_Row(req, i, j, gen))
+                    seed = int(torch.randint(0, 2**62, (), generator=self._rng))
+                rows.append(_Row(req, i, j, seed))
         with self._cv:
             if self._closed:
                 raise UnavailableError("the generator is shutting down; retry on another replica")
-            self._pending.extend(rows)
+            self._pending[req] = rows
             self._cv.notify()
-        req.done.wait()
+        if cancel is None:
+            req.done.wait()
+        else:
+            while not req.done.wait(0.05):
+                if cancel.is_set():
+                    self.cancel(req)
         if req.error is not None:
             raise req.error
         return [
@@ -219,14 +238,20 @@ class HFEngine:
             )
             return version
 
+    def cancel(self, req: _Request) -> None:
+        """Drop a request: its waiting rows leave the queue, its running rows stop at the next step."""
+        with self._cv:
+            self._pending.pop(req, None)
+        self._fail(req, RequestCancelled("the request was cancelled by its caller"))
+
     def close(self) -> None:
         with self._cv:
             self._closed = True
             pending = list(self._pending)
             self._pending.clear()
             self._cv.notify_all()
-        for row in pending:
-            self._fail(row.request, UnavailableError("the generator shut down before this request ran"))
+        for req in pending:
+            self._fail(req, UnavailableError("the generator shut down before this request ran"))
         self._worker.join(timeout=30)
 
     # --- scheduler --------------------------------------------------------------------------------
@@ -237,11 +262,20 @@ class HFEngine:
                 self._cv.wait()
             if self._closed:
                 return []
-            if len(self._pending) < self.max_batch_size and self.batch_wait_s > 0:
+            waiting = sum(len(q) for q in self._pending.values())
+            if waiting < self.max_batch_size and self.batch_wait_s > 0:
                 self._cv.wait(self.batch_wait_s)  # let concurrent requests join the batch
-            rows = []
+            rows: list[_Row] = []
             while self._pending and len(rows) < self.max_batch_size:
-                rows.append(self._pending.popleft())
+                for req in list(self._pending):  # one row of each waiting request in turn
+                    q = self._pending[req]
+                    rows.append(q.popleft())
+                    if not q:
+                        del self._pending[req]
+                    if len(rows) >= self.max_batch_size:
+                        break
+            # rows of one request stay together (they share a prompt's prefill); order does not matter
+            rows.sort(key=lambda r: (id(r.request), r.prompt_index, r.sample_index))
             return rows
 
     @staticmethod
@@ -258,22 +292,38 @@ class HFEngine:
             live = [r for r in rows if r.request.error is None]
             with self._weights_lock:
                 weights = self._weights
-            try:
-                completions = self._run_batch(weights, live)
-            except Exception as e:  # a failed batch fails its requests, never the engine
-                log.exception("batch failed")
-                for r in live:
-                    self._fail(r.request, e)
-                continue
-            for r, c in zip(live, completions, strict=True):
-                r.request.results[r.prompt_index][r.sample_index] = c
-                r.request.remaining -= 1
-                if r.request.remaining == 0:
-                    r.request.done.set()
+            self._run_isolated(weights, live)
+
+    def _run_isolated(self, weights: _Weights, rows: list[_Row]) -> None:
+        """Run a batch; if it fails, run each of its requests alone, so that only the failing one fails."""
+        if not rows:
+            return
+        try:
+            completions = self._run_batch(weights, rows)
+        except Exception as e:  # a failed batch fails its requests, never the engine
+            by_request: dict[_Request, list[_Row]] = {}
+            for r in rows:
+                by_request.setdefault(r.request, []).append(r)
+            if len(by_request) > 1:
+                log.warning("a batch of %d requests failed (%s); running each alone", len(by_request), e)
+                for part in by_request.values():
+                    self._run_isolated(weights, part)
+                return
+            # no traceback here: the transport that answers the caller logs it, once
+            log.warning("a request failed in the engine: %s: %s", type(e).__name__, e)
+            self._fail(rows[0].request, e)
+            return
+        for r, c in zip(rows, completions, strict=True):
+            if c is None or r.request.error is not None:
+                continue  # cancelled while it ran
+            r.request.results[r.prompt_index][r.sample_index] = c
+            r.request.remaining -= 1
+            if r.request.remaining == 0:
+                r.request.done.set()
 
     # --- one batch --------------------------------------------------------------------------------
 
-    def _run_batch(self, weights: _Weights, rows: list[_Row]) -> list[Completion]:
+    def _run_batch(self, weights: _Weights, rows: list[_Row]) -> list[Completion | None]:
         import torch
         from transformers import DynamicCache
 
@@ -311,6 +361,7 @@ class HFEngine:
             next_pos = pos[:, -1].index_select(0, index) + 1
 
             n = len(rows)
+            generators = [torch.Generator().manual_seed(r.seed) for r in rows]
             params = [r.request.params for r in rows]
             prompt_lens = [len(prompts[k]) for k in row_prompt]
             budgets = [
@@ -328,11 +379,14 @@ class HFEngine:
             slots = list(range(n))  # batch slot -> row; finished rows linger until the next prune
             while True:
                 tok, lp = self._sample(
-                    logits, temps, greedy, top_p, any_top_p, [rows[i].generator for i in slots]
+                    logits, temps, greedy, top_p, any_top_p, [generators[i] for i in slots]
                 )
                 tok_list, lp_list = tok.tolist(), lp.tolist()
                 for s, i in enumerate(slots):
                     if finish[i] is not None:
+                        continue
+                    if rows[i].request.error is not None:  # cancelled (or failed): stop decoding it
+                        finish[i] = "abort"
                         continue
                     t = tok_list[s]
                     tokens[i].append(t)
@@ -370,8 +424,11 @@ class HFEngine:
                 )
                 logits = out.logits[:, -1, :].float()
                 next_pos = next_pos + 1
-            result = []
+            result: list[Completion | None] = []
             for i in range(n):
+                if finish[i] == "abort":
+                    result.append(None)
+                    continue
                 text = texts[i] if texts[i] is not None else detoks[i].text
                 starts = tuple(min(s, len(text)) for s in detoks[i].starts)
                 result.append(

@@ -6,23 +6,31 @@ logprobs only: `logprobs: 0` in completions, `top_logprobs: 0` in chat), vLLM's 
 `stream` (server-sent events; the completion is produced whole and sent as one chunk per choice, not token
 by token). Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`; bad input is 400.
 `system_fingerprint` carries the policy version that produced the choices (`policy-v<N>`).
+
+Limits (docs/design.md, "5. Limits"): the body is bounded by the server's `LimitsMiddleware` before it is
+parsed; `n`, the prompt count, the completions per request and the prompt characters are checked
+(`check_request`, the gRPC checks) before anything is tokenized; a client that disconnects cancels its request
+in the engine. /health is async: it never waits for a thread of the pool that runs the engine calls.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.requests import Request as HTTPRequest  # FastAPI resolves handler annotations here
 
+from sgpo.common.http import run_cancellable
 from sgpo.common.server import ServiceError
 from sgpo.core.errors import InvalidInputError
 from sgpo.generator.engine import Engine, PromptResult
-from sgpo.generator.sampling import SamplingParams
+from sgpo.generator.sampling import RequestLimits, SamplingParams, check_request
 
 # Fields OpenAI clients send that change nothing here when left at their defaults.
 _NEUTRAL = {"presence_penalty": 0.0, "frequency_penalty": 0.0}
@@ -86,10 +94,12 @@ class ChatRequest(_Request):
     top_logprobs: int | None = None
 
 
-def _sampling(req: _Request, max_tokens: int) -> SamplingParams:
+def _sampling(
+    req: _Request, max_tokens: int, prompts: list[str], limits: RequestLimits | None = None
+) -> SamplingParams:
     # SamplingParams validates and names the field; drop the "sampling." prefix for HTTP callers.
     try:
-        return SamplingParams(
+        params = SamplingParams(
             n=req.n,
             temperature=req.temperature,
             top_p=req.top_p,
@@ -97,8 +107,11 @@ def _sampling(req: _Request, max_tokens: int) -> SamplingParams:
             stop=req.stops(),
             seed=req.seed,
         )
+        check_request(prompts, params, limits or RequestLimits())
+        return params
     except InvalidInputError as e:
-        raise InvalidInputError(e.field.removeprefix("sampling."), e.message) from None
+        field = e.field.removeprefix("sampling.")
+        raise InvalidInputError(field, e.message) from None
 
 
 def _token_strings(engine: Engine, ids: tuple[int, ...]) -> list[str]:
@@ -119,7 +132,12 @@ def _usage(results: list[PromptResult]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def run_completions(engine: Engine, req: CompletionRequest) -> dict[str, Any]:
+def run_completions(
+    engine: Engine,
+    req: CompletionRequest,
+    limits: RequestLimits | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
     req.check_neutral()
     if req.echo:
         raise InvalidInputError("echo", "is not supported by this server; send echo = false")
@@ -128,7 +146,7 @@ def run_completions(engine: Engine, req: CompletionRequest) -> dict[str, Any]:
             "logprobs", f"only 0 (the sampled tokens' logprobs) is supported; got {req.logprobs}"
         )
     prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-    results = engine.generate(prompts, _sampling(req, req.max_tokens))
+    results = engine.generate(prompts, _sampling(req, req.max_tokens, prompts, limits), cancel)
     choices = []
     for r in results:
         for c in r.completions:
@@ -161,7 +179,12 @@ def run_completions(engine: Engine, req: CompletionRequest) -> dict[str, Any]:
     }
 
 
-def run_chat(engine: Engine, req: ChatRequest) -> dict[str, Any]:
+def run_chat(
+    engine: Engine,
+    req: ChatRequest,
+    limits: RequestLimits | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
     req.check_neutral()
     if req.top_logprobs:
         raise InvalidInputError(
@@ -170,11 +193,17 @@ def run_chat(engine: Engine, req: ChatRequest) -> dict[str, Any]:
     if req.max_tokens is not None and req.max_completion_tokens is not None:
         raise InvalidInputError("max_completion_tokens", "give max_tokens or max_completion_tokens, not both")
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
+    chars = sum(len(m.content) for m in req.messages)
+    max_chars = int(getattr(engine, "max_prompt_chars", 0) or 0)
+    if max_chars and chars > max_chars:  # before the template and the tokenizer see it
+        raise InvalidInputError(
+            "messages", f"has {chars} characters; at most {max_chars} (max_prompt_chars) fit the context"
+        )
     prompt = engine.render_chat(messages)
     limit = req.max_completion_tokens or req.max_tokens
     if limit is None:
         limit = max(1, engine.max_model_len - engine.count_tokens(prompt))
-    results = engine.generate([prompt], _sampling(req, limit))
+    results = engine.generate([prompt], _sampling(req, limit, [prompt], limits), cancel)
     choices = []
     for c in results[0].completions:
         choice: dict[str, Any] = {
@@ -227,16 +256,31 @@ def _sse(body: dict[str, Any], chat: bool) -> Iterator[str]:
     yield "data: [DONE]\n\n"
 
 
+_KINDS = {
+    400: "BadRequestError",
+    408: "RequestTimeoutError",
+    413: "PayloadTooLargeError",
+    503: "ServiceUnavailableError",
+}
+
+
+def error_body(
+    status: int, message: str, param: str | None = None, kind: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error body."""
+    kind = kind or _KINDS.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
 def _error(status: int, message: str, param: str | None = None, kind: str = "BadRequestError") -> Any:
     from fastapi.responses import JSONResponse
 
-    return JSONResponse(
-        status_code=status,
-        content={"error": {"message": message, "type": kind, "param": param, "code": status}},
-    )
+    return JSONResponse(status_code=status, content=error_body(status, message, param, kind))
 
 
-def build_app(engine_ref: Any, api_key: str | None = None, ready: Any = None) -> Any:
+def build_app(
+    engine_ref: Any, api_key: str | None = None, ready: Any = None, limits: RequestLimits | None = None
+) -> Any:
     """The FastAPI app; `engine_ref()` returns the engine (None while loading: requests get 503)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -286,7 +330,7 @@ def build_app(engine_ref: Any, api_key: str | None = None, ready: Any = None) ->
         return _error(exc.http_status, exc.message, None, type(exc).__name__)
 
     @app.get("/health")
-    def health() -> Any:
+    async def health() -> Any:
         if engine_ref() is None:
             return JSONResponse(status_code=503, content={"status": "loading"})
         return {"status": "ok"}
@@ -316,19 +360,19 @@ def build_app(engine_ref: Any, api_key: str | None = None, ready: Any = None) ->
             )
 
     @app.post("/v1/completions")
-    def completions(req: CompletionRequest) -> Any:
+    async def completions(req: CompletionRequest, request: HTTPRequest) -> Any:
         e = engine()
         _check_model(e, req.model)
-        body = run_completions(e, req)
+        body = await run_cancellable(request, lambda cancel: run_completions(e, req, limits, cancel))
         return (
             StreamingResponse(_sse(body, chat=False), media_type="text/event-stream") if req.stream else body
         )
 
     @app.post("/v1/chat/completions")
-    def chat(req: ChatRequest) -> Any:
+    async def chat(req: ChatRequest, request: HTTPRequest) -> Any:
         e = engine()
         _check_model(e, req.model)
-        body = run_chat(e, req)
+        body = await run_cancellable(request, lambda cancel: run_chat(e, req, limits, cancel))
         return (
             StreamingResponse(_sse(body, chat=True), media_type="text/event-stream") if req.stream else body
         )

@@ -70,3 +70,31 @@ def validate_prompts(prompts: Sequence[str], max_prompts: int = 4096) -> None:
             raise InvalidInputError(f"prompts[{i}]", f"must be a string; got {type(p).__name__}")
         if not p:
             raise InvalidInputError(f"prompts[{i}]", "is empty; give the text the model should continue")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """Per-request cost caps every transport enforces before the engine sees the request (GeneratorConfig)."""
+
+    max_n: int = 1024
+    max_prompts: int = 4096
+    max_completions: int = 16384
+    max_request_chars: int = 16 << 20
+
+
+def check_request(prompts: Sequence[str], params: SamplingParams, limits: RequestLimits) -> None:
+    """Raise InvalidInputError naming the field when a request exceeds a cap; cheap (no tokenization)."""
+    if params.n > limits.max_n:
+        raise InvalidInputError("sampling.n", f"must be <= {limits.max_n} (max_n); got {params.n}")
+    validate_prompts(prompts, limits.max_prompts)
+    if len(prompts) * params.n > limits.max_completions:
+        raise InvalidInputError(
+            "sampling.n",
+            f"{len(prompts)} prompts x n = {params.n} is {len(prompts) * params.n} completions; at most "
+            f"{limits.max_completions} (max_completions) per request: split it",
+        )
+    total = sum(len(p) for p in prompts)
+    if total > limits.max_request_chars:
+        raise InvalidInputError(
+            "prompts", f"{total} characters in all; at most {limits.max_request_chars} (max_request_chars)"
+        )

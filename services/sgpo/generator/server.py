@@ -7,6 +7,7 @@ serving; SIGTERM drains gRPC, stops HTTP and closes the engine.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ from sgpo.generator.config import GeneratorConfig
 from sgpo.generator.engine import Engine, confine_weights_uri
 from sgpo.generator.factory import build_engine
 from sgpo.generator.metrics import GeneratorMetrics
-from sgpo.generator.sampling import SamplingParams
+from sgpo.generator.sampling import RequestLimits, SamplingParams, check_request
 from sgpo.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,12 @@ class GeneratorState:
     def __init__(self, cfg: GeneratorConfig, metrics: GeneratorMetrics) -> None:
         self.cfg, self.metrics = cfg, metrics
         self.engine: Engine | None = None
+        self.limits = RequestLimits(
+            max_n=cfg.max_n,
+            max_prompts=cfg.max_prompts,
+            max_completions=cfg.max_completions,
+            max_request_chars=cfg.max_request_chars,
+        )
 
     def require(self) -> Engine:
         if self.engine is None:
@@ -70,9 +77,15 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                     "sampling", "is required (n, temperature, top_p, max_tokens at least)"
                 )
             params = sampling_from_pb(request.sampling)
-            if params.n > self.state.cfg.max_n:
-                raise InvalidInputError("sampling.n", f"must be <= {self.state.cfg.max_n}; got {params.n}")
-            results = self.state.require().generate(list(request.prompts), params)
+            prompts = list(request.prompts)
+            check_request(prompts, params, self.state.limits)
+            engine = self.state.require()
+            cancel = threading.Event()
+            # the client cancelling (or its deadline passing) drops the request's rows in the engine
+            context.add_callback(cancel.set)
+            if not context.is_active():
+                cancel.set()
+            results = engine.generate(prompts, params, cancel)
             self.state.metrics.observe_results(results)
             return generator_pb2.GenerateResponse(
                 results=[
@@ -134,24 +147,30 @@ def http_api_key(cfg: GeneratorConfig) -> str | None:
     return key
 
 
+_COSTLY = ("/v1/completions", "/v1/chat/completions")
+
+
 def build_http_app(state: GeneratorState) -> Any:
-    """The OpenAI-compatible app with request metrics."""
-    from starlette.requests import Request
+    """The OpenAI-compatible app with request metrics, body limits, admission and the clean error path
+    (sgpo.common.http.LimitsMiddleware)."""
+    from sgpo.common.http import LimitsMiddleware
+    from sgpo.generator.openai_api import build_app, error_body
 
-    from sgpo.generator.openai_api import build_app
+    app = build_app(lambda: state.engine, api_key=http_api_key(state.cfg), limits=state.limits)
 
-    app = build_app(lambda: state.engine, api_key=http_api_key(state.cfg))
+    def done(path: str, status: int, seconds: float) -> None:
+        if path in _COSTLY:
+            state.metrics.latency.labels("http").observe(seconds)
+            state.metrics.requests.labels("http", str(status)).inc()
 
-    @app.middleware("http")
-    async def _metrics(request: Request, call_next: Any) -> Any:
-        if request.url.path not in ("/v1/completions", "/v1/chat/completions"):
-            return await call_next(request)
-        start = time.perf_counter()
-        response = await call_next(request)
-        state.metrics.latency.labels("http").observe(time.perf_counter() - start)
-        state.metrics.requests.labels("http", str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(
+        LimitsMiddleware,
+        limits=state.cfg.http_limits,
+        error_body=error_body,
+        costly=lambda path: path in _COSTLY,
+        on_done=done,
+        exempt=("/health",),
+    )
     return app
 
 
@@ -168,7 +187,12 @@ def serve(cfg: GeneratorConfig) -> None:
         nonlocal http
         if cfg.http_enabled:
             http = HttpServer(
-                build_http_app(state), cfg.host, cfg.http_port, cfg.grace_period_s, service="generator"
+                build_http_app(state),
+                cfg.host,
+                cfg.http_port,
+                cfg.grace_period_s,
+                service="generator",
+                limits=cfg.http_limits,
             )
             http.start()
             log.info("http listening", extra={"http_port": http.port})

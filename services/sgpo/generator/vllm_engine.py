@@ -45,10 +45,12 @@ from sgpo.core.types import Completion
 from sgpo.generator.engine import (
     IncrementalDetokenizer,
     PromptResult,
+    RequestCancelled,
     WeightsRejectedError,
     derive_seed,
     encode_prompt,
     encode_prompts,
+    max_token_chars,
     read_state_dict,
     weight_files,
 )
@@ -114,6 +116,11 @@ class _Batch:
 
 
 @dataclass
+class _Cancel:
+    batch: _Batch
+
+
+@dataclass
 class _Update:
     version: int
     rpc_kwargs: Callable[[], dict[str, Any]]
@@ -140,6 +147,7 @@ class VLLMEngine:
         enforce_eager: bool = False,
         max_num_seqs: int | None = None,
         seed: int = 0,
+        max_prompt_chars: int | None = None,
     ) -> None:
         try:
             import vllm
@@ -187,8 +195,9 @@ class VLLMEngine:
         self._llm = vllm.LLMEngine.from_engine_args(vllm.EngineArgs(**kwargs))
         self._in_process = in_process()
         self.max_model_len = int(self._llm.model_config.max_model_len)
+        self.max_prompt_chars = max_prompt_chars or self.max_model_len * max_token_chars(self.tokenizer)
         self._version = policy_version
-        self._inbox: queue.SimpleQueue[_Batch | _Update | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Batch | _Update | _Cancel | None] = queue.SimpleQueue()
         self._closed = False
         self._driver = threading.Thread(target=self._drive, name="vllm-driver", daemon=True)
         self._driver.start()
@@ -212,13 +221,22 @@ class VLLMEngine:
             self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         )
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[PromptResult]:
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, cancel: threading.Event | None = None
+    ) -> list[PromptResult]:
+        """`cancel`, once set, aborts the request's vLLM requests and raises RequestCancelled."""
         validate_prompts(prompts)
         validate_sampling(params)
-        prompt_ids = encode_prompts(self.tokenizer, self._tok_lock, prompts, self.max_model_len)
+        prompt_ids = encode_prompts(
+            self.tokenizer, self._tok_lock, prompts, self.max_model_len, self.max_prompt_chars
+        )
         slots = {uuid.uuid4().hex: (i, j) for i in range(len(prompts)) for j in range(params.n)}
         batch = _Batch(params, slots, prompt_ids)
         self._submit(batch)
+        while cancel is not None and not batch.done.done():
+            if cancel.wait(0.05) and not batch.done.done():
+                self._inbox.put(_Cancel(batch))
+                break
         batch.done.result()
         with self._tok_lock:
             return self._results(batch)
@@ -319,9 +337,16 @@ class VLLMEngine:
             except queue.Empty:
                 pass
             if None in items:
-                self._fail_all(running, waiting, [i for i in items if i is not None])
+                self._fail_all(running, waiting, [i for i in items if isinstance(i, _Batch | _Update)])
                 return
-            waiting.extend(i for i in items if i is not None)
+            waiting.extend(i for i in items if i is not None and not isinstance(i, _Cancel))
+            for c in [i for i in items if isinstance(i, _Cancel)]:  # drop a cancelled caller's work
+                waiting = [w for w in waiting if w is not c.batch]
+                for rid in c.batch.slots:
+                    if running.pop(rid, None) is not None:
+                        self._abort(rid)
+                if not c.batch.done.done():
+                    c.batch.done.set_exception(RequestCancelled("the request was cancelled by its caller"))
             # Admit in arrival order up to the first update; an update runs once the engine has drained.
             while waiting:
                 head = waiting[0]
@@ -351,7 +376,7 @@ class VLLMEngine:
                     if batch is None:
                         continue
                     batch.outputs[out.request_id] = out
-                    if len(batch.outputs) == len(batch.slots):
+                    if len(batch.outputs) == len(batch.slots) and not batch.done.done():
                         batch.done.set_result(None)
 
     def _admit(self, batch: _Batch, running: dict[str, _Batch]) -> None:

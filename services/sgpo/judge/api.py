@@ -5,13 +5,18 @@ Three layers: the wire models below, the logic (`sgpo.judge.judge.Judge`), and t
 /v1 request's body is parsed, `_GuardedRoute` checks the API key (401) and reads at most `max_request_bytes`
 (413), so an unauthenticated or oversized request costs nothing. One exception handler turns every error into
 the same body: {"error": {"code", "message", "field"}}; anything unexpected is a sanitized 500.
+
+Around the app, `sgpo.common.http.LimitsMiddleware` (docs/design.md, "5. Limits"): a declared body over
+`max_request_bytes` is a 413 before the route runs, a body that does not arrive in time a 408, at most
+`http_limits.max_active` /v1 requests run at once (more wait, then 503 + Retry-After), an unexpected error is
+one logged traceback and a 500 on a connection that stays usable, and a client that disconnects is one info
+line counted as 499. /healthz and /metrics are async and bypass admission.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
@@ -25,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sgpo import __version__
+from sgpo.common.http import CLIENT_CLOSED, HttpLimits, LimitsMiddleware
 from sgpo.common.server import ResourceExhaustedError, ServiceError
 from sgpo.core import ColoringParams, InvalidInputError, StepJudgement, compute_colored_reward, judgement_rts
 from sgpo.core.config import MAX_BETA
@@ -138,6 +144,7 @@ class Health(BaseModel):
 _CODES = {
     400: "bad_request",
     401: "unauthenticated",
+    408: "request_timeout",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -159,14 +166,25 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 # ------------------------------------------------------------------------------------------------ errors
 
 
-def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+def _error_body(status: int, message: str, field: str | None = None) -> dict[str, Any]:
     code = _CODES.get(status, "internal" if status >= 500 else "error")
-    return JSONResponse(
-        ErrorBody(error=ErrorDetail(code=code, message=message, field=field)).model_dump(), status
-    )
+    return ErrorBody(error=ErrorDetail(code=code, message=message, field=field)).model_dump()
+
+
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse(_error_body(status, message, field), status)
+
+
+def http_limits(config: JudgeConfig) -> HttpLimits:
+    """The judge's HTTP limits: `http_limits`, with `max_request_bytes` as the body limit."""
+    return config.http_limits.model_copy(update={"max_body_bytes": config.max_request_bytes})
 
 
 def _status_of(exc: BaseException) -> int:
+    from starlette.requests import ClientDisconnect
+
+    if isinstance(exc, ClientDisconnect):
+        return CLIENT_CLOSED
     if isinstance(exc, ServiceError):
         return exc.http_status
     if isinstance(exc, InvalidInputError | RequestValidationError):
@@ -232,26 +250,17 @@ async def _read_body(request: Request, limit: int) -> None:
 
 
 class _GuardedRoute(APIRoute):
-    """API key (401), then body size (413), then FastAPI's parsing (422) and the handler; timed and counted."""
+    """API key (401), then body size (413), then FastAPI's parsing (422) and the handler (timed and counted
+    by the LimitsMiddleware's `on_done`, which also sees the requests it refuses itself)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def guarded(request: Request) -> Response:
             state: JudgeState = request.app.state.judge_state
-            start, status = time.perf_counter(), 500
-            try:
-                _check_key(request, state.api_keys)
-                await _read_body(request, state.cfg.max_request_bytes)
-                response = await handler(request)
-                status = response.status_code
-                return response
-            except Exception as e:
-                status = _status_of(e)
-                raise
-            finally:
-                state.metrics.request_latency.labels("http").observe(time.perf_counter() - start)
-                state.metrics.requests.labels("http", str(status)).inc()
+            _check_key(request, state.api_keys)
+            await _read_body(request, state.cfg.max_request_bytes)
+            return await handler(request)
 
         return guarded
 
@@ -285,14 +294,25 @@ def build_app(config: JudgeConfig, deps: JudgeState) -> FastAPI:
         responses={422: {"model": ErrorBody, "description": "Invalid request."}},
     )
     app.state.judge_state = deps
-    for exc_type in (
-        ServiceError,
-        InvalidInputError,
-        RequestValidationError,
-        StarletteHTTPException,
-        Exception,
-    ):
+    # Not `Exception`: Starlette hands that one to its outermost middleware, which re-raises after the 500, so
+    # uvicorn logged a second traceback and closed the connection. Unexpected errors reach LimitsMiddleware.
+    for exc_type in (ServiceError, InvalidInputError, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(exc_type, handle_error)
+
+    def done(path: str, status: int, seconds: float) -> None:
+        if path.startswith("/v1/"):
+            deps.metrics.request_latency.labels("http").observe(seconds)
+            deps.metrics.requests.labels("http", str(status)).inc()
+
+    app.add_middleware(
+        LimitsMiddleware,
+        limits=http_limits(config),
+        error_body=lambda status, message: _error_body(status, message),
+        costly=lambda path: path.startswith("/v1/"),
+        on_done=done,
+        exempt=("/healthz", "/metrics"),
+        check_declared=False,  # the key is checked first (401 before 413), then _read_body
+    )
 
     v1 = APIRouter(
         prefix="/v1",
@@ -304,7 +324,7 @@ def build_app(config: JudgeConfig, deps: JudgeState) -> FastAPI:
     )
 
     @v1.post("/judge", response_model=JudgeResponseOut, responses=_ERRORS)
-    def judge(body: JudgeRequestIn) -> JudgeResponseOut:
+    def judge(body: JudgeRequestIn) -> Response:
         """First wrong step, rts and colored reward of each response of one problem (one group)."""
         coloring = _coloring(body.coloring, deps.default_coloring)
         j = deps.require()
@@ -313,20 +333,22 @@ def build_app(config: JudgeConfig, deps: JudgeState) -> FastAPI:
             for it in body.items
         ]
         out = j.judge(body.problem, body.reference_solution, items)
-        return JudgeResponseOut(judgements=[StepJudgementOut.of(x, coloring) for x in out])
+        # serialized here: FastAPI would validate the model again against `response_model` (the schema)
+        body_out = JudgeResponseOut(judgements=[StepJudgementOut.of(x, coloring) for x in out])
+        return Response(body_out.model_dump_json(), media_type="application/json")
 
     v1.include_router(build_scoring_router(deps, _GuardedRoute))  # /v1/score_groups, /v1/openrlhf/reward
     app.include_router(v1)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
-    def healthz() -> Response:
+    async def healthz() -> Response:
         """serving once the backend is loaded (200), loading before (503)."""
         ready = deps.judge is not None
         body = Health(status="serving" if ready else "loading", backend=deps.cfg.backend.type)
         return JSONResponse(body.model_dump(), 200 if ready else 503)
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-    def metrics() -> Response:
+    async def metrics() -> Response:
         """Prometheus metrics (the same registry as the gRPC server's metrics port)."""
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

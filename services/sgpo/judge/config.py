@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from sgpo.common.http import HttpLimits
 from sgpo.common.settings import ServiceConfig
 from sgpo.core import AlgoConfig
 
@@ -251,7 +252,12 @@ class JudgeConfig(ServiceConfig):
     api_keys_file: str | None = None
     """File of HTTP API keys, one per line (a mounted secret), accepted besides `api_keys`."""
     max_request_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
-    """Larger requests are refused with 413 (HTTP) / RESOURCE_EXHAUSTED (gRPC)."""
+    """Larger requests are refused with 413 (HTTP) / RESOURCE_EXHAUSTED (gRPC); it is also the gRPC transport's
+    receive limit (plus 64 KiB of framing), so a bigger message is refused from its length prefix, unread."""
+    http_limits: HttpLimits = Field(default_factory=lambda: HttpLimits(max_active=4))
+    """HTTP timeouts, connections and admission (`[judge.http_limits]`, sgpo.common.http.HttpLimits; the body
+    limit is `max_request_bytes`). `max_active` = 4: the symbolic backend is CPU-bound; 1 gives the tightest
+    tail at half the throughput, 4 to 16 about the same as no limit (bench/NOTES.md, "Load")."""
     max_items: int = Field(256, ge=1, le=65536)
     """Most responses in one request (a group is G of them); more is 413 / RESOURCE_EXHAUSTED."""
     max_steps: int = Field(512, ge=1)
@@ -286,6 +292,10 @@ class JudgeConfig(ServiceConfig):
             own = {k: v for k, v in backend.items() if k != "llm"}
             data = {**data, "backend": {**backend["llm"], **own}}
         return data
+
+    @property
+    def grpc_max_receive_bytes(self) -> int:
+        return self.max_request_bytes + (64 << 10)
 
     @model_validator(mode="after")
     def _check_ports(self) -> JudgeConfig:

@@ -62,10 +62,17 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
 
 
 def start_http(state: JudgeState) -> HttpServer:
-    from sgpo.judge.api import build_app
+    from sgpo.judge.api import build_app, http_limits
 
     cfg = state.cfg
-    http = HttpServer(build_app(cfg, state), cfg.host, cfg.http_port, cfg.grace_period_s, service="judge")
+    http = HttpServer(
+        build_app(cfg, state),
+        cfg.host,
+        cfg.http_port,
+        cfg.grace_period_s,
+        service="judge",
+        limits=http_limits(cfg),
+    )
     http.start()
     return http
 

@@ -38,6 +38,9 @@ class VerifierConfig(ServiceConfig):
     """An extracted answer (or a gold answer) longer than this is unscorable instead of parsed."""
     max_batch_items: int = Field(10_000, ge=1)
     """Most items one Verify call may carry."""
+    grpc_max_receive_bytes: int = Field(16 << 20, ge=1 << 16, le=1 << 30)
+    """Largest Verify request; gRPC refuses a bigger message (RESOURCE_EXHAUSTED) from its length prefix,
+    before reading it. 16 MiB holds a group of long chains of thought many times over."""
     worker_memory_mb: int = Field(1024, ge=0)
     """Address-space limit of each worker in MiB (0: none); a worker that hits it is replaced."""
     worker_max_tasks: int = Field(5_000, ge=1)

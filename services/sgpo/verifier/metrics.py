@@ -54,7 +54,8 @@ class VerifierMetrics:
         )
         self.worker_restarts = Counter(
             "sgpo_verifier_worker_restarts_total",
-            "Worker processes replaced: timeout, crash (died, e.g. memory limit) or recycle (task limit).",
+            "Worker processes replaced: timeout, crash (died, e.g. memory limit), recycle (task limit) or "
+            "cancel (its caller went away).",
             ["reason"],
             registry=self.registry,
         )
@@ -66,5 +67,5 @@ class VerifierMetrics:
         for status in VERDICT_STATUSES:
             for path in ("fast", "symbolic"):
                 self.verdicts.labels(status=status, path=path)
-        for reason in ("timeout", "crash", "recycle"):
+        for reason in ("timeout", "crash", "recycle", "cancel"):
             self.worker_restarts.labels(reason=reason)

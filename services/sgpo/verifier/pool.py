@@ -8,16 +8,21 @@ fresh one from a forkserver that has math-verify and sympy already imported and 
 tens of milliseconds, not seconds of imports). Workers start in the background on the first symbolic job
 (or `wait_ready`): a caller whose items all take the fast path never starts or waits for them. `concurrent.futures.ProcessPoolExecutor` cannot do this: it
 cannot kill a task that is running.
+
+Sharing (docs/design.md, "5. Limits"): jobs wait in one queue per call (`owner`), and a free worker takes
+the next job round-robin over the calls, so a call of thousands of items holds a small one back by at most one
+job per worker; a cancelled call's queued jobs are dropped and its running ones are killed with their worker
+(polled every `_CANCEL_POLL_S`), so the next caller has a worker again within a worker restart.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
 import multiprocessing
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +40,49 @@ RestartReason = str  # "timeout" | "crash" | "recycle"
 _READY = "ready"
 # A fresh worker must say it is ready within this long (a job's deadline starts only after that).
 STARTUP_TIMEOUT_S = 120.0
+# How often a driver waiting on a worker looks whether its job was cancelled.
+_CANCEL_POLL_S = 0.05
+
+
+class _FairQueue:
+    """Jobs in one FIFO per owner (a Verify call); `get` takes from the owners in turn. None stops a driver."""
+
+    def __init__(self) -> None:
+        self._owners: collections.OrderedDict[object, collections.deque[Job]] = collections.OrderedDict()
+        self._stops = 0
+        self._cv = threading.Condition()
+
+    def put(self, job: Job | None, owner: object = None) -> None:
+        with self._cv:
+            if job is None:
+                self._stops += 1
+            else:
+                self._owners.setdefault(owner, collections.deque()).append(job)
+            self._cv.notify()
+
+    def get(self) -> Job | None:
+        with self._cv:
+            while not self._owners and not self._stops:
+                self._cv.wait()
+            if self._stops:
+                self._stops -= 1
+                return None
+            owner, q = next(iter(self._owners.items()))
+            job = q.popleft()
+            del self._owners[owner]
+            if q:
+                self._owners[owner] = q  # to the back: the next owner goes first
+            return job
+
+    def drain(self) -> list[Job]:
+        with self._cv:
+            jobs = [j for q in self._owners.values() for j in q]
+            self._owners.clear()
+            return jobs
+
+    def qsize(self) -> int:
+        with self._cv:
+            return sum(len(q) for q in self._owners.values())
 
 
 def _die_with_parent() -> None:
@@ -204,10 +252,10 @@ class WorkerPool:
         self._memory_mb, self._max_tasks = memory_mb, max_tasks
         self._on_restart = on_restart or (lambda _reason: None)
         self._on_timeout = on_timeout or (lambda: None)
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._jobs = _FairQueue()
         self._closed = threading.Event()
         self._lock = threading.Lock()
-        self.restarts: dict[str, int] = {"timeout": 0, "crash": 0, "recycle": 0}
+        self.restarts: dict[str, int] = {"timeout": 0, "crash": 0, "recycle": 0, "cancel": 0}
         self.start_error = ""
         self._workers: list[_Worker | None] = [None] * n
         self._ready = [threading.Event() for _ in range(n)]
@@ -229,11 +277,12 @@ class WorkerPool:
     def pending(self) -> int:
         return self._jobs.qsize()
 
-    def submit(self, req: CheckRequest, deadline_s: float, give_up_at: float) -> Job:
+    def submit(self, req: CheckRequest, deadline_s: float, give_up_at: float, owner: object = None) -> Job:
+        """Queue a check; jobs of one `owner` (a call) run in order, owners take turns."""
         if self._closed.is_set():
             raise RuntimeError("the verifier was closed; create a new MathVerifier")
         job = Job(req, deadline_s, give_up_at)
-        self._jobs.put(job)
+        self._jobs.put(job, owner)
         self._go.set()
         return job
 
@@ -310,11 +359,16 @@ class WorkerPool:
             budget = max(0.0, min(job.deadline_s, job.give_up_at - now))
             try:
                 worker.conn.send(job.req)
-                ready = worker.conn.poll(budget)
+                ready = self._wait(worker, job, budget)
                 result: CheckResult | None = worker.conn.recv() if ready else None
             except (EOFError, OSError, ValueError):
                 self._kill(i, "crash")
                 job.finish(CheckResult("unscorable", "", "worker process died (crash or memory limit)"))
+                self._start(i)
+                continue
+            if ready is None:  # cancelled while it ran: free the worker for the next caller now
+                self._kill(i, "cancel")
+                job.finish(CheckResult("unscorable", "", "cancelled by the caller"))
                 self._start(i)
                 continue
             if result is None:
@@ -329,18 +383,26 @@ class WorkerPool:
                 self._kill(i, "recycle")
                 self._start(i)
 
+    @staticmethod
+    def _wait(worker: _Worker, job: Job, budget: float) -> bool | None:
+        """Whether the worker answered within `budget`; None when the job was cancelled meanwhile."""
+        end = time.monotonic() + budget
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if worker.conn.poll(min(left, _CANCEL_POLL_S)):
+                return True
+            if job.cancelled:
+                return None
+
     def close(self) -> None:
         """Stop the drivers and the workers; queued jobs are answered unscorable."""
         if self._closed.is_set():
             return
         self._closed.set()
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job.finish(CheckResult("unscorable", "", "the verifier was closed"))
+        for job in self._jobs.drain():
+            job.finish(CheckResult("unscorable", "", "the verifier was closed"))
         for _ in self._threads:
             self._jobs.put(None)
         self._go.set()

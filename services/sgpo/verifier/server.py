@@ -7,6 +7,7 @@ INVALID_ARGUMENT through the shared interceptor.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import grpc
@@ -42,11 +43,16 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         tolerances = [tuple(it.tolerance) or None for it in request.items]
         remaining = context.time_remaining()
         timeout_s = None if remaining is None else max(0.0, remaining - _DEADLINE_MARGIN_S)
+        cancel = threading.Event()
+        context.add_callback(cancel.set)  # a cancelled call frees its workers for the next caller
+        if not context.is_active():
+            cancel.set()
         verdicts = verifier.verify_batch(
             items,
             request.deadline_s or None,
             tolerances=tolerances if any(t is not None for t in tolerances) else None,
             timeout_s=timeout_s,
+            cancel=cancel,
         )
         return verifier_pb2.VerifyResponse(verdicts=[verdict_to_pb(v) for v in verdicts])
 

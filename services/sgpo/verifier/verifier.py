@@ -13,6 +13,7 @@ otherwise a policy that stops answering hard problems would never be penalised. 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -163,19 +164,22 @@ class MathVerifier:
         *,
         tolerances: Sequence[Tolerance] | None = None,
         timeout_s: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> list[Verdict]:
         """One verdict per (gold, pred) item, in order.
 
         `deadline_s`: each symbolic check's budget (default `config.deadline_s`). `tolerances`: per item,
         an absolute tolerance (or one per element of a list answer) for numeric answers, OlympiadBench
         style. `timeout_s`: a bound on the whole call (a gRPC deadline); items not started by then are
-        unscorable.
+        unscorable. `cancel`, once set, drops the call's queued checks and kills its running ones (their
+        items are unscorable, "cancelled by the caller").
         """
         start = time.monotonic()
         deadline = self._validate(items, deadline_s, tolerances)
         give_up_at = start + timeout_s if timeout_s is not None else math.inf
         out: list[Verdict | None] = [None] * len(items)
         jobs: list[tuple[int, Job]] = []
+        call = object()  # this call's queue in the pool (calls take turns)
         m = self.metrics
         for i, (gold, pred) in enumerate(items):
             tol = _tolerance(tolerances[i], i) if tolerances is not None else ()
@@ -185,10 +189,18 @@ class MathVerifier:
                 m.verdicts.labels(status=planned.status, path="fast").inc()
                 m.item_latency.labels(path="fast").observe(time.monotonic() - start)
             else:
-                jobs.append((i, self._pool.submit(planned, deadline, give_up_at)))
+                jobs.append((i, self._pool.submit(planned, deadline, give_up_at, owner=call)))
         for i, job in jobs:
             remaining = give_up_at - time.monotonic()
-            if not job.done.wait(None if remaining == math.inf else max(0.0, remaining)):
+            if cancel is None:
+                finished = job.done.wait(None if remaining == math.inf else max(0.0, remaining))
+            else:
+                finished = _wait_or_cancel(job, remaining, cancel)
+            if cancel is not None and cancel.is_set():
+                for _, other in jobs:
+                    other.cancelled = True
+                    other.finish(_cancelled_result())
+            elif not finished:
                 job.cancelled = True
                 job.finish(job.result or _deadline_result())
             res = job.result
@@ -203,6 +215,23 @@ class MathVerifier:
     def verify(self, gold: str, pred: str, deadline_s: float | None = None) -> Verdict:
         """One pair (convenience for scripts)."""
         return self.verify_batch([(gold, pred)], deadline_s)[0]
+
+
+def _wait_or_cancel(job: Job, remaining: float, cancel: threading.Event) -> bool:
+    end = time.monotonic() + remaining
+    while not cancel.is_set():
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        if job.done.wait(min(left, 0.05)):
+            return True
+    return job.done.is_set()
+
+
+def _cancelled_result() -> Any:
+    from sgpo.verifier.equivalence import CheckResult
+
+    return CheckResult("unscorable", "", "cancelled by the caller")
 
 
 def _deadline_result() -> Any:
