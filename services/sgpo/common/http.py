@@ -9,8 +9,9 @@ Bounded resources (docs/design.md, "5. Limits"), the same for both services and 
 - connections: an idle connection, or one whose request headers are not complete, is closed after
   `header_timeout_s` (uvicorn only times the gap *between* requests, `keep_alive_s`); headers larger than h11's
   16 KiB are a 400; at most `max_connections` connections are open (uvicorn's `limit_concurrency`);
-- bodies: a declared Content-Length over `max_body_bytes` is a 413 before a byte is read, a streamed body is
-  cut at the limit, and a body that has not arrived `body_timeout_s` after the headers is a 408 (the
+- bodies: a declared Content-Length over `max_body_bytes` is a 413 decided before a byte is read (up to
+  DRAIN_FACTOR x the limit the body is read and dropped first, so the client gets the answer rather than a
+  connection reset; nothing of it is kept), a streamed body is cut at the limit, and a body that has not arrived `body_timeout_s` after the headers is a 408 (the
   connection is closed);
 - admission: at most `max_active` requests to the costly routes run at once, `max_queued` more wait in
   arrival order, and the rest get 503 with `Retry-After`; health, metrics and the schema bypass it (and are
@@ -119,6 +120,25 @@ ErrorBody = Callable[[int, str], Any]
 """(status, message) -> a JSON-able body in the service's own error format."""
 
 
+# A declared body over the limit but within this many times it is read and discarded (chunk by chunk, nothing
+# kept) before the 413, as nginx's lingering close does: a client that sends its whole body before it reads the
+# answer (httpx, requests) then gets the 413 instead of a connection reset (a socket closed with unread data
+# answers with RST). A larger declared body gets the 413 and the close at once, unread.
+DRAIN_FACTOR = 4
+
+
+async def _drain(receive: Any, timeout_s: float) -> None:
+    """Read and drop the request body until its end, a disconnect or `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    return
+    except TimeoutError:
+        return
+
+
 class LimitsMiddleware:
     """Pure ASGI middleware: body limits, admission control and the catch-all error path (module docstring).
 
@@ -191,6 +211,8 @@ class LimitsMiddleware:
                     if declared.isdigit()
                     else "the Content-Length header is not a number"
                 )
+                if declared.isdigit() and int(declared) <= DRAIN_FACTOR * lim.max_body_bytes:
+                    await _drain(receive, lim.body_timeout_s)
                 await self._send_error(
                     send_wrapped, 413 if declared.isdigit() else 400, msg, [(b"connection", b"close")]
                 )
