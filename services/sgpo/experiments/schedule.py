@@ -387,7 +387,7 @@ class Runner:
                     )
                     last_start = now
                     console.print(
-                        f"[bold][start {finished + len(running)}/{total}] {spec.name}[/] · "
+                        f"[bold]\\[start {finished + len(running)}/{total}] {spec.name}[/] · "
                         f"{time.strftime('%H:%M:%S')} · log {log}",
                         soft_wrap=True,
                         highlight=False,

@@ -234,7 +234,7 @@ def _fmt_ci(ci: dict[str, Any], sign: bool = False) -> str:
         return "—"
     f = f"{{:{'+' if sign else ''}.3f}}"
     if ci.get("low") is None:
-        return f.format(ci["estimate"]) + " [n < 2]"
+        return f.format(ci["estimate"]) + " (n < 2)"
     return f"{f.format(ci['estimate'])} [{f.format(ci['low'])}, {f.format(ci['high'])}]"
 
 

@@ -322,7 +322,12 @@ def heldout_splits(
     spec = TINY_PRESET.task if spec is None else spec
     test = generate_split(SPLIT_STREAMS["test"], levels, per_level, seed=seed, spec=spec)
     validation = generate_split(
-        SPLIT_STREAMS["validation"], levels, per_level, seed=seed, spec=spec, exclude=[p.problem for p in test]
+        SPLIT_STREAMS["validation"],
+        levels,
+        per_level,
+        seed=seed,
+        spec=spec,
+        exclude=[p.problem for p in test],
     )
     check_disjoint({"test": test, "validation": validation})
     return {"test": test, "validation": validation}
@@ -336,4 +341,6 @@ def check_disjoint(splits: dict[str, Sequence[Any]]) -> None:
         for b in names[i + 1 :]:
             shared = texts & {p.problem for p in splits[b]}
             if shared:
-                raise ValueError(f"splits {a} and {b} share {len(shared)} problems, e.g. {sorted(shared)[0]!r}")
+                raise ValueError(
+                    f"splits {a} and {b} share {len(shared)} problems, e.g. {sorted(shared)[0]!r}"
+                )
