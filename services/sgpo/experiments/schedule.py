@@ -90,6 +90,7 @@ class Runner:
         jobs: int = 1,
         stagger_s: float = 3.0,
         status_every_s: float = 30.0,
+        retries: int = 1,
     ) -> None:
         """`sgpo`: how to run the CLI (this interpreter by default, same as the console script). `jobs`: runs
         at once (each `sgpo train` has its own embedded Redis and free ports); starts `stagger_s` apart, so two
@@ -97,6 +98,9 @@ class Runner:
         self.study, self.console, self.sgpo, self.poll_s = study, console, tuple(sgpo), poll_s
         self.stall_timeout = stall_timeout
         self.jobs, self.stagger_s, self.status_every_s = max(1, jobs), stagger_s, status_every_s
+        self.retries = retries
+        """Parallel runs: a failed run is started again this many times (a service that crashed while starting
+        under load should not hold a study up); a port taken by another launcher, twice more."""
         self.durations: list[float] = []
         self.failed: list[tuple[str, str]] = []
         self._sigterm = False
@@ -359,7 +363,7 @@ class Runner:
         running: dict[str, _Active] = {}
         failed: set[str] = set()
         retries: dict[str, int] = {}
-        total, finished = len(todo), 0
+        total, finished, succeeded = len(todo), 0, 0
         last_start = last_status = 0.0
         console.print(f"running {total} runs, {self.jobs} at a time")
         try:
@@ -408,19 +412,26 @@ class Runner:
                     del running[name]
                     seconds = time.monotonic() - act.t0
                     status = run_status(act.folder)
+                    taken = port_taken(act.log)
                     if act.proc.returncode == 0 and status == "complete":
                         finished += 1
+                        succeeded += 1
                         done.add(name)
                         self.durations.append(seconds)
                         console.print(
                             f"  [green]{name} done[/] in {_fmt_duration(seconds)} "
                             f"(step {act.follow.step}, eval {act.follow.last_eval:.3f}) · "
-                            f"{finished}/{total} done",
+                            f"{succeeded}/{total} done",
                             highlight=False,
                         )
-                    elif port_taken(act.log) and retries.get(name, 0) < 2:
+                    elif retries.get(name, 0) < self.retries + (2 if taken else 0) and not self._sigterm:
                         retries[name] = retries.get(name, 0) + 1
-                        console.print(f"  [yellow]{name}: a port was taken; retrying[/]")
+                        why = "a port was taken" if taken else f"exit {act.proc.returncode}, {status}"
+                        console.print(
+                            f"  [yellow]{name}: failed ({why}); retrying[/]; log of the failed try:\n"
+                            + tail_text(act.log, 6),
+                            highlight=False,
+                        )
                         pending.insert(0, act.spec)
                     else:
                         finished += 1
@@ -434,7 +445,7 @@ class Runner:
                 if now - last_status >= self.status_every_s and (pending or running):
                     last_status = now
                     console.print(
-                        f"[dim]{time.strftime('%H:%M:%S')} · {finished}/{total} done · {len(running)} running"
+                        f"[dim]{time.strftime('%H:%M:%S')} · {succeeded}/{total} done · {len(running)} running"
                         f" · {len(pending)} waiting · failed {len(failed)} · "
                         + self._eta_parallel(pending, running)
                         + "[/]",

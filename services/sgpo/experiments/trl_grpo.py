@@ -200,7 +200,7 @@ def trl_run_doc(
     doc = deep_merge(doc, keep)
     doc["trainer"]["lr"] = lr
     doc["algo"]["algo"] = "trl"  # the study's name for it; GRPO's loss otherwise
-    doc["trl"] = {"policy": str(policy), "levels": list(levels) if levels else None}
+    doc["trl"] = {"policy": str(policy), **({"levels": list(levels)} if levels else {})}
     return doc
 
 

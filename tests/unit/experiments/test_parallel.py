@@ -43,7 +43,13 @@ def _spec(out: Path, name: str, mode: str = "ok", after: tuple[str, ...] = ()) -
 def _run(study: Study, jobs: int) -> tuple[int, str, Runner]:
     buf = io.StringIO()
     runner = Runner(
-        study, Console(file=buf, width=200), poll_s=0.05, jobs=jobs, stagger_s=0.0, status_every_s=0.2
+        study,
+        Console(file=buf, width=200),
+        poll_s=0.05,
+        jobs=jobs,
+        stagger_s=0.0,
+        status_every_s=0.2,
+        retries=1,
     )
     return runner.execute(), buf.getvalue(), runner
 
@@ -70,8 +76,10 @@ def test_parallel_runs_dependencies_retry_and_resume(tmp_path: Path) -> None:
     end_a = next(e["t"] for e in events if e["run"] == "a" and e["event"] == "end")
     start_after = next(e["t"] for e in events if e["run"] == "after-a" and e["event"] == "start")
     assert start_after >= end_a
-    assert [e["run"] for e in events if e["event"] == "start"].count("port") == 2  # retried once
-    assert "port: a port was taken; retrying" in log and "after-bad not run" in log
+    starts = [e["run"] for e in events if e["event"] == "start"]
+    assert starts.count("port") == 2  # retried once
+    assert starts.count("bad") == 2  # any failure: retried once, then reported
+    assert "port: failed (a port was taken); retrying" in log and "after-bad not run" in log
     assert "after-bad" not in {e["run"] for e in events}
     assert {n for n, _ in runner.failed} == {"bad", "after-bad"}
     assert (tmp_path / "runs" / "port" / "summary.json").is_file()
@@ -83,4 +91,4 @@ def test_parallel_runs_dependencies_retry_and_resume(tmp_path: Path) -> None:
     code, log, _ = _run(study, jobs=3)
     assert "5 already complete (skipped), 2 to run" in log
     again = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
-    assert [e["run"] for e in again if e["event"] == "start"] == ["bad"]
+    assert [e["run"] for e in again if e["event"] == "start"] == ["bad", "bad"]
