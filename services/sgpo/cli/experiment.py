@@ -546,7 +546,7 @@ def run_tune(args: argparse.Namespace, console: Any) -> int:
     import json
 
     from sgpo.experiments.plan import default_policy
-    from sgpo.experiments.schedule import Runner, print_dry_run
+    from sgpo.experiments.schedule import Runner, print_dry_run, write_plan
     from sgpo.experiments.tune import TuneOptions, plan_final, plan_sweep, select_lrs, sweep_finals
     from sgpo.experiments.tune_report import write_tune_report
 
@@ -615,6 +615,17 @@ def run_tune(args: argparse.Namespace, console: Any) -> int:
             table = ", ".join(f"{lr}: {_fmt_mean(v['mean'])} (n={v['n']})" for lr, v in s["table"].items())
             chosen = "none" if s["lr"] is None else f"{s['lr']:g}"
             console.print(f"selection {a}: {chosen} · validation {table}", highlight=False)
+    if not args.dry_run and args.phase == "final" and not args.selected:
+        from sgpo.experiments.state import run_status
+
+        left = [r.name for r in sweep.runs if run_status(out / "runs" / r.name) != "complete"]
+        if left:
+            console.print(
+                f"[red]error:[/] --phase final selects from the sweep, and {len(left)} sweep runs are not complete"
+                f" ({', '.join(left[:4])}{', ...' if len(left) > 4 else ''}): run --phase sweep, or pass --selected"
+            )
+            return 2
+        write_plan(sweep)  # the report reads the whole sweep, whatever parts earlier sessions planned
     missing = [a for a in opts.algos if selection.get(a, {}).get("lr") is None]
     if (
         args.phase == "sweep"

@@ -101,6 +101,9 @@ class Study:
     steps: int = 0
     batch_groups: int = 16
     notes: list[str] = field(default_factory=list)
+    merge_plan: bool = False
+    """OUT/experiment.json keeps the runs earlier invocations planned for this study (the tuned study, run in
+    parts: some algorithms per session) instead of replacing them."""
 
     def plan_json(self) -> dict[str, Any]:
         return {

@@ -524,7 +524,12 @@ def write_plan(study: Study) -> None:
     """Record the study in OUT/experiment.json (aggregation reads it); other studies' entries are kept."""
     path = study.out / "experiment.json"
     doc = read_json(path) or {}
-    doc.setdefault("studies", {})[study.name] = study.plan_json()
+    plan = study.plan_json()
+    before = doc.get("studies", {}).get(study.name)
+    if study.merge_plan and before:
+        names = {r["name"] for r in plan["runs"]}
+        plan["runs"] = [r for r in before.get("runs", []) if r["name"] not in names] + plan["runs"]
+    doc.setdefault("studies", {})[study.name] = plan
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2))
     tmp.replace(path)

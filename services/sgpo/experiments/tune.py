@@ -204,7 +204,18 @@ class _Planner:
     def study(self, name: str, runs: list[RunSpec], params: dict[str, Any]) -> Study:
         runs = list({r.name: r for r in runs}.values())  # a run two parts share runs once
         steps = self.opts.steps
-        return Study(name, self.out, runs, params, None, self.budget, steps, self.preset.batch_groups, [])
+        return Study(
+            name,
+            self.out,
+            runs,
+            params,
+            None,
+            self.budget,
+            steps,
+            self.preset.batch_groups,
+            [],
+            merge_plan=True,
+        )
 
 
 SELECTION_RULE = (

@@ -136,8 +136,13 @@ def aggregate_tune(out: Path) -> dict[str, Any]:
     if "tune" not in plans:
         return res
     plan = plans["tune"]
-    res["selection"] = plan.params.get("selection", {})
     runs, missing = load_part(out, plan)
+    # the rate of each algorithm's final runs (the plan may have been made in parts, one per session)
+    res["selection"] = {
+        s["algo"]: s.get("lr")
+        for s in plan.runs
+        if s.get("group") == "final" and s.get("kind", "train") == "train"
+    }
     res["missing"] = missing
     final: dict[str, list[tuple[dict[str, Any], RunData]]] = {}
     controls: dict[str, list[tuple[dict[str, Any], RunData]]] = {}

@@ -154,3 +154,14 @@ def test_judging_share_as_bench_computes_it() -> None:
     assert s["judged"] == 2 and s["colored"] == 1
     assert s["rollout_share"] == pytest.approx(1.5 / 6.0)
     assert s["wall_share"] == pytest.approx(0.5 / 10.0)
+
+
+def test_a_study_run_in_parts_keeps_every_part_in_its_plan(tmp_path: Path) -> None:
+    """One session sweeps sgpo and grpo, the next dapo and drgrpo: the report reads all four."""
+    write_plan(plan_sweep(_opts(tmp_path, algos=("sgpo", "grpo")), tmp_path / "policy"))
+    write_plan(plan_sweep(_opts(tmp_path, algos=("dapo", "drgrpo")), tmp_path / "policy"))
+    runs = json.loads((tmp_path / "experiment.json").read_text())["studies"]["tune-sweep"]["runs"]
+    assert len(runs) == 16 and {r["algo"] for r in runs} == {"sgpo", "grpo", "dapo", "drgrpo"}
+    write_plan(plan_sweep(_opts(tmp_path), tmp_path / "policy"))  # planned again whole: no duplicates
+    runs = json.loads((tmp_path / "experiment.json").read_text())["studies"]["tune-sweep"]["runs"]
+    assert len(runs) == 16
