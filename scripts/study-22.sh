@@ -69,8 +69,10 @@ if [[ $copy == 1 && -f "$out/tune-tables.md" ]]; then
 fi
 if [[ -n $export_dir ]]; then
   mkdir -p "$export_dir"
-  tar -C "$out" --exclude=checkpoints --exclude=weights --exclude=tensorboard --exclude='*.pt' \
-      --exclude='*.safetensors' -czf "$export_dir/study-22.tar.gz" .
+  # what the report and a resumed study need; checkpoints, weights, the embedded Redis and the (seeded,
+  # regenerable) RL prompts stay behind
+  tar -C "$out" --exclude=checkpoints --exclude=weights --exclude=tensorboard --exclude=redis \
+      --exclude=train_problems.jsonl --exclude='*.pt' --exclude='*.safetensors' -czf "$export_dir/study-22.tar.gz" .
   echo "exported $(du -h "$export_dir/study-22.tar.gz" | cut -f1) to $export_dir/study-22.tar.gz"
 fi
 exit $code

@@ -198,9 +198,11 @@ def _tune_args(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--trl-python",
         type=Path,
-        help="a python that imports trl (its own venv): adds TRL's GRPOTrainer at GRPO's selected lr x the final seeds",
+        help="a python that imports trl (its own venv): adds TRL's GRPOTrainer to the sweep and the finals",
     )
-    s.add_argument("--trl-lr", type=float, help="TRL's learning rate (default: GRPO's selected one)")
+    s.add_argument(
+        "--trl-lr", type=float, help="TRL's learning rate, not swept (default: its best rate from the sweep)"
+    )
     s.add_argument(
         "--phase",
         choices=["all", "sweep", "final"],
@@ -547,7 +549,14 @@ def run_tune(args: argparse.Namespace, console: Any) -> int:
 
     from sgpo.experiments.plan import default_policy
     from sgpo.experiments.schedule import Runner, print_dry_run, write_plan
-    from sgpo.experiments.tune import TuneOptions, plan_final, plan_sweep, select_lrs, sweep_finals
+    from sgpo.experiments.tune import (
+        TuneOptions,
+        plan_final,
+        plan_sweep,
+        select_lrs,
+        sweep_finals,
+        swept_algos,
+    )
     from sgpo.experiments.tune_report import write_tune_report
 
     out = args.out.resolve()
@@ -608,7 +617,7 @@ def run_tune(args: argparse.Namespace, console: Any) -> int:
             print_dry_run(sweep, console)
         elif args.phase in ("all", "sweep"):
             code = runner(sweep).execute()
-        selection = select_lrs(sweep_finals(sweep), opts.algos, opts.lrs, len(opts.tune_seeds))
+        selection = select_lrs(sweep_finals(sweep), swept_algos(opts), opts.lrs, len(opts.tune_seeds))
         if not args.dry_run and code == 0:
             (out / "selection.json").write_text(json.dumps(selection, indent=2))
         for a, s in selection.items():
@@ -626,7 +635,7 @@ def run_tune(args: argparse.Namespace, console: Any) -> int:
             )
             return 2
         write_plan(sweep)  # the report reads the whole sweep, whatever parts earlier sessions planned
-    missing = [a for a in opts.algos if selection.get(a, {}).get("lr") is None]
+    missing = [a for a in swept_algos(opts) if selection.get(a, {}).get("lr") is None]
     if (
         args.phase == "sweep"
         or code != 0

@@ -7,8 +7,9 @@ Two phases, each a `Study` of jobs the scheduler runs (in parallel with --jobs),
 2. **final** (`tune`), once every sweep run is complete: each algorithm at its selected learning rate x the
    final seeds on the test split; the controls at SGPO's selected rate (judge noise p, `color_scope =
    all_incorrect`) x the control seeds; a greedy score (`sgpo experiment score --temperature 0`) of every
-   final and control run's last checkpoint; and, given a TRL environment, TRL's GRPOTrainer at GRPO's
-   selected rate x the final seeds (`sgpo experiment trl-run`, scored on the same test problems).
+   final and control run's last checkpoint; and, given a TRL environment, TRL's GRPOTrainer at its own
+   selected rate (swept like the others in phase 1, unless --trl-lr fixes it) x the final seeds
+   (`sgpo experiment trl-run`, scored on the same test problems).
 
 **Selection rule** (`select_lrs`): for each algorithm, the learning rate with the highest mean over tuning
 seeds of the final validation accuracy (overall avg@k of the last evaluation); a learning rate is eligible
@@ -179,13 +180,13 @@ class _Planner:
             kind="score", after=(run.name,),
         )  # fmt: skip
 
-    def trl(self, seed: int, lr: float) -> RunSpec:
+    def trl(self, seed: int, lr: float, split: str = "test") -> RunSpec:
         opts = self.opts
-        name = f"trl-{lr_tag(lr)}-s{seed}"
+        name = f"{'val-' if split == 'validation' else ''}trl-{lr_tag(lr)}-s{seed}"
         argv = [
             "experiment", "trl-run", "--out", str(self.out / "runs" / name), "--seed", str(seed),
             "--lr", repr(lr), "--steps", str(opts.steps), "--eval-every", str(opts.eval_every),
-            "--eval-split", "test", "--device", opts.device, "--policy", str(self.policy),
+            "--eval-split", split, "--device", opts.device, "--policy", str(self.policy),
             "--eval-samples", str(opts.eval_samples or self.preset.eval_samples),
             "--eval-temperature", repr(
                 self.preset.eval_temperature if opts.eval_temperature is None else opts.eval_temperature
@@ -197,8 +198,9 @@ class _Planner:
         if config is not None:
             argv += ["--config", str(self.out / "configs" / f"{name}.toml")]
         program = (str(opts.trl_python), "-m", "sgpo.cli")
+        group = "sweep" if split == "validation" else "trl"
         return RunSpec(
-            name, "trl", seed, tuple(argv), 0.0, config, lr=lr, group="trl", kind="trl", program=program
+            name, "trl", seed, tuple(argv), 0.0, config, lr=lr, group=group, kind="trl", program=program
         )
 
     def study(self, name: str, runs: list[RunSpec], params: dict[str, Any]) -> Study:
@@ -233,7 +235,14 @@ def plan_sweep(opts: TuneOptions, policy: Path) -> Study:
         for lr in opts.lrs
         for s in opts.tune_seeds
     ]
+    if opts.trl_python is not None and opts.trl_lr is None:  # TRL's own best rate, from the same sweep
+        runs += [p.trl(s, lr, "validation") for lr in opts.lrs for s in opts.tune_seeds]
     return p.study("tune-sweep", runs, p.params)
+
+
+def swept_algos(opts: TuneOptions) -> list[str]:
+    """The algorithms the sweep selects a rate for (TRL's GRPO too, given a TRL python and no --trl-lr)."""
+    return [*opts.algos, *(["trl"] if opts.trl_python is not None and opts.trl_lr is None else [])]
 
 
 def select_lrs(
@@ -313,9 +322,9 @@ def plan_final(opts: TuneOptions, policy: Path, selection: dict[str, Any]) -> St
     runs += controls
     runs = list({r.name: r for r in runs}.values())
     if opts.trl_python is not None:
-        trl_lr = opts.trl_lr or lr_of.get("grpo")
+        trl_lr = opts.trl_lr or lr_of.get("trl")
         if trl_lr is None:
-            notes.append("trl: no GRPO learning rate selected and no --trl-lr; left out")
+            notes.append("trl: no learning rate selected for TRL's GRPO and no --trl-lr; left out")
         else:
             runs += [p.trl(s, trl_lr) for s in opts.seeds]
     if opts.greedy:

@@ -63,12 +63,18 @@ def test_selection_rule_best_mean_ties_to_smaller_lr_and_needs_every_seed() -> N
 def test_final_plan_controls_greedy_and_trl(tmp_path: Path) -> None:
     trl = tmp_path / "python"
     opts = _opts(tmp_path, trl_python=trl)
-    sel = {"sgpo": {"lr": 3e-4}, "grpo": {"lr": 1e-4}}
+    sweep = plan_sweep(opts, tmp_path / "policy")
+    val_trl = [r for r in sweep.runs if r.kind == "trl"]
+    assert [r.name for r in val_trl][:2] == ["val-trl-lr0.0001-s0", "val-trl-lr0.0001-s1"] and len(
+        val_trl
+    ) == 4
+    assert val_trl[0].argv[val_trl[0].argv.index("--eval-split") + 1] == "validation"
+    sel = {"sgpo": {"lr": 3e-4}, "grpo": {"lr": 5e-4}, "trl": {"lr": 1e-4}}
     final = plan_final(opts, tmp_path / "policy", sel)
     names = [r.name for r in final.runs]
     assert {
         "sgpo-lr0.0003-s2",
-        "grpo-lr0.0001-s0",
+        "grpo-lr0.0005-s0",
         "sgpo-lr0.0003-noise0.5-s1",
         "sgpo-lr0.0003-noise1-s0",
     } <= set(names)
