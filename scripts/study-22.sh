@@ -7,9 +7,11 @@
 #   scripts/study-22.sh --phase final --selected sgpo=3e-4,grpo=1e-4,dapo=2e-4,drgrpo=1e-4
 #
 # Options: --out DIR (default experiments/study-22, or experiments/study-22-smoke), --jobs N, --policy DIR,
-# --trl-python PY (a python that imports trl: adds TRL's GRPOTrainer), --export DIR (a .tar.gz of the study
-# without checkpoints and weights, e.g. to bring it back from a lent machine), --no-copy; anything else is
-# passed on to `sgpo experiment tune` (e.g. --phase, --selected, --steps).
+# --trl-python PY (a python that imports trl: adds TRL's GRPOTrainer), --trl-wheels DIR (make that python here:
+# a venv that sees the system packages, TRL installed from the wheels in DIR without the network; fill DIR
+# beforehand with `pip download trl==1.16.0 accelerate --no-deps -d DIR`), --export DIR (a .tar.gz of the
+# study without checkpoints and weights, e.g. to bring it back from a lent machine), --no-copy; anything else
+# is passed on to `sgpo experiment tune` (e.g. --phase, --selected, --algos, --steps).
 #
 # The study resumes where it stopped: run the same command again. At the end the tables, results and plots
 # are copied to docs/results/study-22/ (the smoke's to OUT/copied/, so it never touches the docs).
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/services${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python}
 
-smoke=0 out="" jobs="" export_dir="" copy=1
+smoke=0 out="" jobs="" export_dir="" copy=1 trl_wheels=""
 pass=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -26,8 +28,9 @@ while [[ $# -gt 0 ]]; do
     --out) out=$2; shift ;;
     --jobs) jobs=$2; shift ;;
     --export) export_dir=$2; shift ;;
+    --trl-wheels) trl_wheels=$2; shift ;;
     --no-copy) copy=0 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) pass+=("$1") ;;
   esac
   shift
@@ -46,6 +49,12 @@ else
   docs=docs/results/study-22
 fi
 mkdir -p "$out"
+if [[ -n $trl_wheels ]]; then
+  venv=${TMPDIR:-/tmp}/study22-trlenv
+  [[ -x $venv/bin/python ]] || "$PY" -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install -q --no-index --no-deps --find-links "$trl_wheels" trl accelerate  # the rest: system packages
+  pass+=(--trl-python "$venv/bin/python")
+fi
 {
   echo "date $(date -u +%FT%TZ)  host $(hostname)  cpus $(nproc)  git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   "$PY" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
