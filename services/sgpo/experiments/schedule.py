@@ -116,10 +116,16 @@ class Runner:
         raise KeyboardInterrupt
 
     def _spawn(
-        self, argv: tuple[str, ...], log_path: Path, program: tuple[str, ...] = ()
+        self,
+        argv: tuple[str, ...],
+        log_path: Path,
+        program: tuple[str, ...] = (),
+        ports: tuple[int, int] | None = None,
     ) -> subprocess.Popen[bytes]:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = self.env()
+        if ports is not None:
+            env["SGPO_PORT_RANGE"] = f"{ports[0]}-{ports[1]}"
         if program:  # another interpreter (TRL's venv): it imports this very sgpo
             import sgpo
 
@@ -364,6 +370,8 @@ class Runner:
         failed: set[str] = set()
         retries: dict[str, int] = {}
         total, finished, succeeded = len(todo), 0, 0
+        slots = port_slots(self.jobs)  # each run at once its own port range (see `sgpo.common.ports`)
+        free_slots = list(range(len(slots)))
         last_start = last_status = 0.0
         console.print(f"running {total} runs, {self.jobs} at a time")
         try:
@@ -384,10 +392,13 @@ class Runner:
                         continue
                     pending.remove(spec)
                     folder, log, ident = self._prepare(spec)
-                    proc = self._spawn(spec.argv, log, spec.program)
-                    (folder / "experiment.json").write_text(json.dumps({**ident, "pid": proc.pid}, indent=2))
+                    slot = free_slots.pop(0)
+                    proc = self._spawn(spec.argv, log, spec.program, slots[slot])
+                    (folder / "experiment.json").write_text(
+                        json.dumps({**ident, "pid": proc.pid, "ports": list(slots[slot])}, indent=2)
+                    )
                     running[spec.name] = _Active(
-                        spec, proc, Follow(folder, study.batch_groups), now, log, folder
+                        spec, proc, Follow(folder, study.batch_groups), now, log, folder, slot
                     )
                     last_start = now
                     console.print(
@@ -410,6 +421,7 @@ class Runner:
                     if act.proc.poll() is None:
                         continue
                     del running[name]
+                    free_slots.append(act.slot)
                     seconds = time.monotonic() - act.t0
                     status = run_status(act.folder)
                     taken = port_taken(act.log)
@@ -492,6 +504,7 @@ class _Active:
         t0: float,
         log: Path,
         folder: Path,
+        slot: int = 0,
     ) -> None:
         self.spec, self.proc, self.follow, self.t0, self.log, self.folder = (
             spec,
@@ -501,6 +514,20 @@ class _Active:
             log,
             folder,
         )
+        self.slot = slot
+        """The index of the port range the run draws from."""
+
+
+def port_slots(jobs: int, low: int = 20000) -> list[tuple[int, int]]:
+    """`jobs` disjoint port ranges below the kernel's ephemeral range, one per run at once (a run needs a few
+    dozen ports at most)."""
+    from sgpo.common.ports import ephemeral_range
+
+    top = ephemeral_range()[0]
+    if top - low < 100 * jobs:
+        low, top = 10000, 10000 + 1000 * jobs  # an unusual ephemeral range: below 20000 then
+    size = min(1000, (top - low) // jobs)
+    return [(low + i * size, low + (i + 1) * size) for i in range(jobs)]
 
 
 def port_taken(log: Path) -> bool:

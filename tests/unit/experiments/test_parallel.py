@@ -15,11 +15,13 @@ from sgpo.experiments.plan import RunSpec, Study
 from sgpo.experiments.schedule import Runner
 
 FAKE = r"""
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
+from sgpo.common.ports import free_port
 folder, journal, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 with journal.open("a") as j:
-    j.write(json.dumps({"run": folder.name, "event": "start", "t": time.time()}) + "\n")
+    j.write(json.dumps({"run": folder.name, "event": "start", "t": time.time(),
+                        "range": os.environ.get("SGPO_PORT_RANGE"), "port": free_port()}) + "\n")
 marker = folder.parent.parent / f"{folder.name}.tried"
 if mode == "fail" or (mode == "port" and not marker.exists()):
     marker.touch()
@@ -73,6 +75,17 @@ def test_parallel_runs_dependencies_retry_and_resume(tmp_path: Path) -> None:
         running += 1 if e["event"] == "start" else -1
         most = max(most, running)
     assert 2 <= most <= 3  # in parallel, never more than --jobs
+    # runs at once draw their ports from disjoint ranges (gRPC binds with SO_REUSEPORT: a shared port would
+    # not fail, it would join two runs)
+    live: dict[str, str] = {}
+    for e in sorted(events, key=lambda e: (e["t"], e["event"] == "start")):
+        if e["event"] == "end":
+            live.pop(e["run"], None)
+            continue
+        lo, hi = map(int, e["range"].split("-"))
+        assert lo <= e["port"] < hi
+        assert e["range"] not in live.values(), (e, live)
+        live[e["run"]] = e["range"]
     end_a = next(e["t"] for e in events if e["run"] == "a" and e["event"] == "end")
     start_after = next(e["t"] for e in events if e["run"] == "after-a" and e["event"] == "start")
     assert start_after >= end_a
