@@ -1,4 +1,9 @@
-"""`sgpo experiment online|offline|noise|aggregate --out OUT`: controlled comparisons of algorithms.
+"""`sgpo experiment online|offline|noise|tune|aggregate --out OUT`: controlled comparisons of algorithms.
+
+`tune` is the tuned study of issue 22 (`sgpo.experiments.tune`: a learning-rate sweep on the validation
+split, the selection rule, finals on test, controls, greedy scores, TRL's GRPO); `score` scores a checkpoint
+on a run's held-out problems; `trl-run` trains TRL's GRPOTrainer as a run folder (with a python that imports
+trl). `--jobs N` runs N runs at once, each with its own embedded Redis and port range.
 
 Each study (`sgpo.experiments.studies`) is a list of `sgpo train` runs, run one at a time as subprocesses,
 each in its own folder OUT/runs/NAME (its output in OUT/runs/NAME/train.log):
@@ -38,7 +43,7 @@ from sgpo.experiments.plan import (
 from sgpo.experiments.studies import STUDIES
 from sgpo.launch.train import ALGOS
 
-HELP = "controlled comparisons: sgpo vs grpo vs dapo on equal budgets, offline, judge noise; aggregate"
+HELP = "controlled comparisons: sgpo vs grpo vs dapo on equal budgets, offline, judge noise, the tuned study; aggregate"
 DEFAULT_SEEDS = "0,1,2"
 
 
