@@ -56,14 +56,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-SETUP = (
-    "TRL is not importable from {exe}. Install it in a separate environment that sees the system packages\n"
-    "(never into the global one), then run this script with that environment's python:\n"
-    "    python -m venv --system-site-packages /tmp/trlenv\n"
-    "    /tmp/trlenv/bin/pip install trl==1.16.0\n"
-    "    /tmp/trlenv/bin/python bench/vs_trl.py"
-)
-
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
@@ -171,47 +163,19 @@ def sgpo_line(name: str, r: dict[str, Any]) -> str:
     )
 
 
-def ordered_prompts(sgpo: dict[str, Any], n: int) -> list[Any]:
-    """The first n prompts the orchestrator streamed: its dataset, its seeded shuffle, its order."""
-    from sgpo.orchestrator.dataset import iterate_epochs, load_prompts
-
-    orch = sgpo["config"]["orchestrator"]
-    stream = iterate_epochs(
-        load_prompts(Path(orch["dataset"])), orch.get("epochs", 0), orch.get("shuffle", True), orch["seed"]
-    )
-    return [p for _, (_, p) in zip(range(n), stream, strict=False)]
-
-
 def run_trl(args: argparse.Namespace, policy: Path, sgpo: dict[str, Any], root: Path) -> dict[str, Any]:
-    import warnings
-
+    """TRL's GRPOTrainer on the grpo run's settings and prompts (`sgpo.experiments.trl_grpo`), on the CPU."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from transformers import TrainerCallback
 
-    from sgpo.tasks.arith import format_prompt
+    from sgpo.experiments.trl_grpo import build_trainer
     from sgpo.verifier import MathVerifier, VerifierConfig
 
     cfg = sgpo["config"]
-    tr, orch, algo = cfg["trainer"], cfg["orchestrator"], cfg["algo"]
-    group_size, batch_groups = int(algo["group_size"]), int(tr["batch_groups"])
-    seqs = group_size * batch_groups
-    micro = min(int(tr["micro_batch_size"]), seqs)
-    while seqs % micro:  # whole micro-batches per optimizer step
-        micro -= 1
     if args.trl_threads:
         torch.set_num_threads(args.trl_threads)
-    prompts = ordered_prompts(sgpo, args.steps * batch_groups)
-    dataset = Dataset.from_list([{"prompt": format_prompt(p.problem), "answer": p.answer} for p in prompts])
     verifier = MathVerifier(VerifierConfig(workers=int(cfg.get("verifier", {}).get("workers", 2))))
     verifier.wait_ready()
-
-    def correctness(completions: list[str], answer: list[str], **_: Any) -> list[float | None]:
-        verdicts = verifier.verify_batch(list(zip(answer, completions, strict=True)))
-        return [
-            None if v.status == "unscorable" else float(v.status == "correct") for v in verdicts
-        ]  # None: TRL leaves it out of the group statistics, as SGPO masks unscorable ones
 
     class Clock(TrainerCallback):
         def __init__(self) -> None:
@@ -225,54 +189,13 @@ def run_trl(args: argparse.Namespace, policy: Path, sgpo: dict[str, Any], root: 
             if logs:
                 self.logs.append(dict(logs))
 
-    eps_high = float(algo.get("clip_eps_high", 0.2))
-    config = GRPOConfig(
-        output_dir=str(root / "trl"),
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        activation_checkpointing=False,  # (gradient checkpointing) SGPO's trainer: off on CPU
-        per_device_train_batch_size=micro,
-        gradient_accumulation_steps=seqs // micro,  # steps_per_generation follows: one generation per step
-        num_generations=group_size,
-        max_completion_length=int(orch["sampling"]["max_tokens"]),
-        temperature=float(orch["sampling"]["temperature"]),
-        top_p=1.0,
-        top_k=0,
-        learning_rate=float(tr["lr"]),
-        lr_scheduler_type="constant",
-        weight_decay=float(tr.get("weight_decay", 0.0)),
-        max_grad_norm=float(tr.get("max_grad_norm", 1.0)),
-        beta=float(algo.get("kl_coef", 0.0)),
-        epsilon=float(algo.get("clip_eps_low", 0.2)),
-        epsilon_high=eps_high,
-        loss_type="dapo",  # token mean over the step's tokens: SGPO's loss_agg = token_mean
-        num_iterations=1,
-        max_steps=args.steps,
-        shuffle_dataset=False,  # the orchestrator's order, already shuffled
-        seed=args.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    tok = AutoTokenizer.from_pretrained(policy)
-    model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
     clock = Clock()
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=correctness,
-        args=config,
-        train_dataset=dataset,
-        processing_class=tok,
-        callbacks=[clock],
+    trainer, model, shape = build_trainer(
+        cfg, policy, args.steps, args.seed, root / "trl", use_cpu=True, verifier=verifier, callbacks=[clock]
     )
-    trainer.remove_callback(PrinterCallback)  # no log dict per step on stdout
-    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames inside TRL
     print(
-        f"[trl] GRPOTrainer: {batch_groups} prompts x {group_size} = {seqs} completions per step in "
-        f"{seqs // micro} micro-batches of {micro}, max_completion_length {config.max_completion_length}, "
+        f"[trl] GRPOTrainer: {shape.batch_groups} prompts x {shape.group_size} = {shape.seqs} completions per step "
+        f"in {shape.seqs // shape.micro} micro-batches of {shape.micro}, max_completion_length {shape.max_tokens}, "
         f"torch threads {torch.get_num_threads()}, {trainer.accelerator.device} {next(model.parameters()).dtype}",
         flush=True,
     )
@@ -294,29 +217,25 @@ def run_trl(args: argparse.Namespace, policy: Path, sgpo: dict[str, Any], root: 
 
 
 def judge_share(r: dict[str, Any]) -> list[str]:
-    """From groups.jsonl of an sgpo run: each row holds its group's share of its chunk's generate and verify
-    calls (a chunk is one Generate request) and its own Judge call's seconds."""
-    groups = r["groups"]
-    gen = sum(g.get("generate_s", 0.0) for g in groups)
-    ver = sum(g.get("verify_s", 0.0) for g in groups)
-    judged = [g for g in groups if "judge_s" in g]
-    judge = sum(g["judge_s"] for g in judged)
-    path = gen + ver + judge
+    """From groups.jsonl of an sgpo run (`sgpo.experiments.stats.judging_share`): each row holds its group's share
+    of its chunk's generate and verify calls (a chunk is one Generate request) and its own Judge call's seconds."""
+    from sgpo.experiments.stats import judging_share
+
+    s = judging_share(r["groups"], [st["time_unix"] for st in r["steps"]])
+    share = s["rollout_share"]
     out = [
-        f"judging (sgpo run): {len(judged)} of {len(groups)} groups judged, "
-        f"{sum(bool(g.get('colored')) for g in groups)} colored; judge call "
-        f"{judge / max(len(judged), 1) * 1000:.1f} ms mean per judged group",
-        f"  rollout path (generate + verify + judge): generate {gen:.2f} s, verify {ver:.2f} s, "
-        f"judge {judge:.2f} s -> judge share {judge / path if path else float('nan'):.1%}",
+        f"judging (sgpo run): {s['judged']} of {s['groups']} groups judged, {s['colored']} colored; judge call "
+        f"{s['judge_s'] / max(s['judged'], 1) * 1000:.1f} ms mean per judged group",
+        f"  rollout path (generate + verify + judge): generate {s['generate_s']:.2f} s, verify {s['verify_s']:.2f} s, "
+        f"judge {s['judge_s']:.2f} s -> judge share {share if share is not None else float('nan'):.1%}",
     ]
     steps = r["steps"]
-    if len(steps) >= 2:
+    if s["wall_share"] is not None:
         lo, hi = steps[0]["time_unix"], steps[-1]["time_unix"]
-        in_window = sum(g["judge_s"] for g in judged if lo < g["t"] <= hi)
         out.append(
-            f"  wall-clock from step 1 to step {steps[-1]['step']} ({hi - lo:.1f} s): judge calls {in_window:.2f} s "
-            f"= {in_window / (hi - lo):.1%} of it (rollout overlaps training: judging costs wall-clock only "
-            f"while the trainer waits for groups)"
+            f"  wall-clock from step 1 to step {steps[-1]['step']} ({hi - lo:.1f} s): judge calls "
+            f"{s['wall_share'] * (hi - lo):.2f} s = {s['wall_share']:.1%} of it (rollout overlaps training: judging "
+            f"costs wall-clock only while the trainer waits for groups)"
         )
     return out
 
@@ -337,7 +256,11 @@ def main() -> int:
     if args.steps < 2:
         p.error("--steps must be >= 2 (the first step is not timed)")
     if importlib.util.find_spec("trl") is None:
-        print(SETUP.format(exe=sys.executable), file=sys.stderr)
+        from sgpo.experiments.trl_grpo import SETUP
+
+        print(
+            SETUP.format(exe=sys.executable) + "\n    /tmp/trlenv/bin/python bench/vs_trl.py", file=sys.stderr
+        )
         return 2
 
     import torch

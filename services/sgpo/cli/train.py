@@ -48,6 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: the preset's, 1.0, the rollout temperature)",
     )
     p.add_argument(
+        "--eval-split",
+        choices=["test", "validation"],
+        default="test",
+        help="held-out problems evaluated (arith task): test (default), or validation, drawn apart from test, "
+        "for choosing hyperparameters",
+    )
+    p.add_argument(
         "--policy",
         help="initial policy: a local Hugging Face folder or an alias such as tiny (default: the recipe's)",
     )

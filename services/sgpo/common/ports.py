@@ -9,6 +9,7 @@ port can be bound right now, and never hands the same port out twice in one proc
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -39,10 +40,32 @@ def _bindable(port: int, host: str) -> bool:
     return True
 
 
+def port_range_env() -> tuple[int, int] | None:
+    """SGPO_PORT_RANGE=LO-HI: draw only from [LO, HI). A scheduler that runs several launchers side by side
+    (`sgpo experiment --jobs N`) gives each its own range: gRPC servers bind with SO_REUSEPORT, so two
+    launchers that chose the same port would not fail but share it, and one run would reach the other's
+    services."""
+    text = os.environ.get("SGPO_PORT_RANGE", "")
+    lo, _, hi = text.partition("-")
+    try:
+        return (int(lo), int(hi)) if text and int(lo) < int(hi) else None
+    except ValueError:
+        return None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now, below the ephemeral range when there is room there, else from the kernel."""
+    """A port nothing listens on now, below the ephemeral range when there is room there, else from the kernel;
+    within SGPO_PORT_RANGE when it is set."""
     lo = ephemeral_range()[0]
     with _lock:
+        own = port_range_env()
+        if own is not None:
+            for _ in range(400):
+                port = _rng.randrange(*own)
+                if port not in _given and _bindable(port, host):
+                    _given.add(port)
+                    return port
+            raise RuntimeError(f"no free port in SGPO_PORT_RANGE={own[0]}-{own[1]}")
         if lo - _LOW >= 1000:
             for _ in range(200):
                 port = _rng.randrange(_LOW, lo)

@@ -57,12 +57,23 @@ class RunSpec:
     noise: float = 0.0
     config: str | None = None
     """TOML text written to OUT/configs/NAME.toml before the run (its path is in argv)."""
+    lr: float | None = None
+    group: str = ""
+    """The part of its study (the tuned study: sweep, final, control, greedy, trl)."""
+    tag: str = ""
+    """What a control changes (p=0.5, all_incorrect)."""
+    kind: str = "train"
+    """train (`sgpo train`), score (`sgpo experiment score`) or trl (`sgpo experiment trl-run`)."""
+    after: tuple[str, ...] = ()
+    """Runs of the same study that must be complete before this one starts."""
+    program: tuple[str, ...] = ()
+    """The interpreter and module to run argv with (empty: the scheduler's own `sgpo`)."""
 
     def identity(self) -> dict[str, Any]:
         return {"argv": list(self.argv), "config": self.config}
 
     def command(self) -> str:
-        return shlex.join(["sgpo", *self.argv])
+        return shlex.join([*(self.program or ("sgpo",)), *self.argv])
 
 
 @dataclass(frozen=True)
@@ -90,11 +101,23 @@ class Study:
     steps: int = 0
     batch_groups: int = 16
     notes: list[str] = field(default_factory=list)
+    merge_plan: bool = False
+    """OUT/experiment.json keeps the runs earlier invocations planned for this study (the tuned study, run in
+    parts: some algorithms per session) instead of replacing them."""
 
     def plan_json(self) -> dict[str, Any]:
         return {
             "params": self.params,
-            "runs": [{"name": r.name, "algo": r.algo, "seed": r.seed, "noise": r.noise} for r in self.runs],
+            "runs": [
+                {
+                    "name": r.name,
+                    "algo": r.algo,
+                    "seed": r.seed,
+                    "noise": r.noise,
+                    **({"lr": r.lr, "group": r.group, "tag": r.tag, "kind": r.kind} if r.group else {}),
+                }
+                for r in self.runs
+            ],
         }
 
 

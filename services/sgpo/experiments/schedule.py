@@ -87,10 +87,20 @@ class Runner:
         sgpo: tuple[str, ...] = (sys.executable, "-m", "sgpo.cli"),
         poll_s: float = 1.0,
         stall_timeout: float = 900.0,
+        jobs: int = 1,
+        stagger_s: float = 3.0,
+        status_every_s: float = 30.0,
+        retries: int = 1,
     ) -> None:
-        """`sgpo`: how to run the CLI (this interpreter by default, same as the console script)."""
+        """`sgpo`: how to run the CLI (this interpreter by default, same as the console script). `jobs`: runs
+        at once (each `sgpo train` has its own embedded Redis and free ports); starts `stagger_s` apart, so two
+        launchers do not pick ports in the same instant (a run that still fails to bind is retried)."""
         self.study, self.console, self.sgpo, self.poll_s = study, console, tuple(sgpo), poll_s
         self.stall_timeout = stall_timeout
+        self.jobs, self.stagger_s, self.status_every_s = max(1, jobs), stagger_s, status_every_s
+        self.retries = retries
+        """Parallel runs: a failed run is started again this many times (a service that crashed while starting
+        under load should not hold a study up); a port taken by another launcher, twice more."""
         self.durations: list[float] = []
         self.failed: list[tuple[str, str]] = []
         self._sigterm = False
@@ -105,16 +115,30 @@ class Runner:
         self._sigterm = True
         raise KeyboardInterrupt
 
-    def _spawn(self, argv: tuple[str, ...], log_path: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self,
+        argv: tuple[str, ...],
+        log_path: Path,
+        program: tuple[str, ...] = (),
+        ports: tuple[int, int] | None = None,
+    ) -> subprocess.Popen[bytes]:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = self.env()
+        if ports is not None:
+            env["SGPO_PORT_RANGE"] = f"{ports[0]}-{ports[1]}"
+        if program:  # another interpreter (TRL's venv): it imports this very sgpo
+            import sgpo
+
+            services = str(Path(sgpo.__file__).resolve().parents[1])
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (services, env.get("PYTHONPATH", "")) if p)
         with log_path.open("ab") as log:
             # A session of its own: Ctrl-C reaches only this process, which stops the run with one SIGTERM
             # (`sgpo train` treats it as Ctrl-C and shuts its services down cleanly).
             return subprocess.Popen(
-                [*self.sgpo, *argv],
+                [*(program or self.sgpo), *argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=self.env(),
+                env=env,
                 start_new_session=True,
             )
 
@@ -162,8 +186,20 @@ class Runner:
                 f"[bold]{study.name}[/]: {len(study.runs)} runs in {study.out / 'runs'}; "
                 f"{done} already complete (skipped), {len(todo)} to run"
             )
-            for i, spec in enumerate(todo):
-                self.run_one(spec, i, len(todo))
+            if self.jobs > 1:
+                self.run_parallel(todo, {n for n, v in status.items() if v == "done"})
+            else:
+                failed: set[str] = set()
+                for i, spec in enumerate(todo):
+                    blocked = [d for d in spec.after if d in failed]
+                    if blocked:
+                        self.failed.append((spec.name, f"not run: {', '.join(blocked)} failed"))
+                        failed.add(spec.name)
+                        continue
+                    n_failed = len(self.failed)
+                    self.run_one(spec, i, len(todo))
+                    if len(self.failed) > n_failed:
+                        failed.add(spec.name)
         except KeyboardInterrupt:
             console.print(
                 "[yellow]interrupted: run the same command again to continue (complete runs are kept)[/]"
@@ -214,13 +250,15 @@ class Runner:
         )
         return True
 
-    def run_one(self, spec: RunSpec, index: int, total: int) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    def _prepare(self, spec: RunSpec) -> tuple[Path, Path, dict[str, Any]]:
+        """The run's fresh folder (an earlier attempt moved to OUT/attempts), its config, experiment.json."""
         study, console = self.study, self.console
         folder = study.out / "runs" / spec.name
         if folder.exists():  # interrupted or crashed: keep it for diagnosis, start afresh
             dest = study.out / "attempts" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            n = 1
+            while dest.exists():
+                dest, n = dest.with_name(f"{dest.name}-{n}"), n + 1
             dest.parent.mkdir(parents=True, exist_ok=True)
             folder.rename(dest)
             console.print(f"[yellow]{spec.name}: an earlier attempt did not complete; moved it to {dest}[/]")
@@ -229,9 +267,15 @@ class Runner:
             cfg = study.out / "configs" / f"{spec.name}.toml"
             cfg.parent.mkdir(parents=True, exist_ok=True)
             cfg.write_text(spec.config)
-        log = folder / "train.log"
         ident = {**spec.identity(), "study": study.name, "started": time.time()}
         (folder / "experiment.json").write_text(json.dumps(ident, indent=2))
+        return folder, folder / ("train.log" if spec.kind == "train" else f"{spec.kind}.log"), ident
+
+    def run_one(self, spec: RunSpec, index: int, total: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        study, console = self.study, self.console
+        folder, log, ident = self._prepare(spec)
         console.print(
             f"[bold][{index + 1}/{total}] {spec.name}[/] · started {time.strftime('%H:%M:%S')} · "
             + self._eta(total - index)
@@ -239,7 +283,7 @@ class Runner:
         console.print("  " + spec.command(), soft_wrap=True, markup=False, highlight=False)
         console.print(f"  log: {log}", soft_wrap=True, markup=False, highlight=False)
         t0 = time.monotonic()
-        proc = self._spawn(spec.argv, log)
+        proc = self._spawn(spec.argv, log, spec.program)
         (folder / "experiment.json").write_text(json.dumps({**ident, "pid": proc.pid}, indent=2))
         follow = Follow(folder, study.batch_groups)
         stalled = False
@@ -269,7 +313,7 @@ class Runner:
                     time.sleep(self.poll_s)
                     show_evals(progress.console)
                     idle = time.monotonic() - follow.last_change
-                    if self.stall_timeout and idle > self.stall_timeout:
+                    if spec.kind == "train" and self.stall_timeout and idle > self.stall_timeout:
                         stalled = True
                         progress.console.print(
                             f"  [red]{spec.name} stalled:[/] nothing new in its folder for {idle:.0f}s "
@@ -315,6 +359,127 @@ class Runner:
                 f"log {log}:\n{tail_text(log)}"
             )
 
+    def run_parallel(self, todo: list[RunSpec], done: set[str]) -> None:
+        """Up to `jobs` runs at once, each started when its `after` runs are complete; a line per start, end
+        and evaluation, and every `status_every_s` the runs done / running / waiting and the study's ETA. A
+        run whose log says a port was taken (two launchers chose the same free port) is retried, twice at
+        most."""
+        study, console = self.study, self.console
+        pending = list(todo)
+        running: dict[str, _Active] = {}
+        failed: set[str] = set()
+        retries: dict[str, int] = {}
+        total, finished, succeeded = len(todo), 0, 0
+        slots = port_slots(self.jobs)  # each run at once its own port range (see `sgpo.common.ports`)
+        free_slots = list(range(len(slots)))
+        last_start = last_status = 0.0
+        console.print(f"running {total} runs, {self.jobs} at a time")
+        try:
+            while pending or running:
+                now = time.monotonic()
+                for spec in list(pending):
+                    if len(running) >= self.jobs or now - last_start < self.stagger_s:
+                        break
+                    blocked = [d for d in spec.after if d in failed]
+                    if blocked:
+                        pending.remove(spec)
+                        failed.add(spec.name)
+                        finished += 1
+                        self.failed.append((spec.name, f"not run: {', '.join(blocked)} failed"))
+                        console.print(f"  [red]{spec.name} not run[/]: {', '.join(blocked)} failed")
+                        continue
+                    if not all(d in done for d in spec.after):
+                        continue
+                    pending.remove(spec)
+                    folder, log, ident = self._prepare(spec)
+                    slot = free_slots.pop(0)
+                    proc = self._spawn(spec.argv, log, spec.program, slots[slot])
+                    (folder / "experiment.json").write_text(
+                        json.dumps({**ident, "pid": proc.pid, "ports": list(slots[slot])}, indent=2)
+                    )
+                    running[spec.name] = _Active(
+                        spec, proc, Follow(folder, study.batch_groups), now, log, folder, slot
+                    )
+                    last_start = now
+                    console.print(
+                        f"[bold]\\[start {finished + len(running)}/{total}] {spec.name}[/] · "
+                        f"{time.strftime('%H:%M:%S')} · log {log}",
+                        soft_wrap=True,
+                        highlight=False,
+                    )
+                for name, act in list(running.items()):
+                    for e in act.follow.poll():
+                        at = f" · sampled {e['sampled']}" if e.get("sampled") is not None else ""
+                        console.print(
+                            f"  {name} eval @ step {e.get('step')}{at}: overall {e.get('overall', float('nan')):.3f}",
+                            highlight=False,
+                        )
+                    idle = time.monotonic() - act.follow.last_change
+                    if act.spec.kind == "train" and self.stall_timeout and idle > self.stall_timeout:
+                        console.print(f"  [red]{name} stalled[/]: nothing new for {idle:.0f}s; stopping it")
+                        self._stop(act.proc, name, redo=False)
+                    if act.proc.poll() is None:
+                        continue
+                    del running[name]
+                    free_slots.append(act.slot)
+                    seconds = time.monotonic() - act.t0
+                    status = run_status(act.folder)
+                    taken = port_taken(act.log)
+                    if act.proc.returncode == 0 and status == "complete":
+                        finished += 1
+                        succeeded += 1
+                        done.add(name)
+                        self.durations.append(seconds)
+                        console.print(
+                            f"  [green]{name} done[/] in {_fmt_duration(seconds)} "
+                            f"(step {act.follow.step}, eval {act.follow.last_eval:.3f}) · "
+                            f"{succeeded}/{total} done",
+                            highlight=False,
+                        )
+                    elif retries.get(name, 0) < self.retries + (2 if taken else 0) and not self._sigterm:
+                        retries[name] = retries.get(name, 0) + 1
+                        why = "a port was taken" if taken else f"exit {act.proc.returncode}, {status}"
+                        console.print(
+                            f"  [yellow]{name}: failed ({why}); retrying[/]; log of the failed try:\n"
+                            + tail_text(act.log, 6),
+                            highlight=False,
+                        )
+                        pending.insert(0, act.spec)
+                    else:
+                        finished += 1
+                        failed.add(name)
+                        self.failed.append((name, str(act.log)))
+                        console.print(
+                            f"  [red]{name} failed[/] (exit {act.proc.returncode}, {status}) after "
+                            f"{_fmt_duration(seconds)}; log {act.log}:\n{tail_text(act.log)}",
+                            highlight=False,
+                        )
+                if now - last_status >= self.status_every_s and (pending or running):
+                    last_status = now
+                    console.print(
+                        f"[dim]{time.strftime('%H:%M:%S')} · {succeeded}/{total} done · {len(running)} running"
+                        f" · {len(pending)} waiting · failed {len(failed)} · "
+                        + self._eta_parallel(pending, running)
+                        + "[/]",
+                        highlight=False,
+                    )
+                time.sleep(self.poll_s)
+        except KeyboardInterrupt:
+            for name, act in running.items():
+                act.proc.send_signal(signal.SIGTERM)
+                console.print(f"[yellow]stopping {name} (pid {act.proc.pid}); it will be redone next time[/]")
+            for act in running.values():
+                self._stop(act.proc, act.spec.name)
+            raise
+
+    def _eta_parallel(self, pending: list[RunSpec], running: dict[str, _Active]) -> str:
+        if not self.durations:
+            return "ETA: after the first run ends"
+        per = sum(self.durations) / len(self.durations)
+        now = time.monotonic()
+        work = per * len(pending) + sum(max(0.0, per - (now - a.t0)) for a in running.values())
+        return f"ETA {_fmt_duration(work / self.jobs)}"
+
     def _eta(self, remaining: int, elapsed: float = 0.0, frac: float = 0.0) -> str:
         """ETA of the study: remaining runs x mean duration of the runs finished in this invocation (the
         current run's own projection until one has finished)."""
@@ -326,6 +491,52 @@ class Runner:
             return "ETA: after the first run"
         left = max(0.0, per - elapsed) + per * (remaining - 1)
         return f"ETA {_fmt_duration(left)}"
+
+
+class _Active:
+    """A run in progress (parallel scheduling)."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        proc: subprocess.Popen[bytes],
+        follow: Follow,
+        t0: float,
+        log: Path,
+        folder: Path,
+        slot: int = 0,
+    ) -> None:
+        self.spec, self.proc, self.follow, self.t0, self.log, self.folder = (
+            spec,
+            proc,
+            follow,
+            t0,
+            log,
+            folder,
+        )
+        self.slot = slot
+        """The index of the port range the run draws from."""
+
+
+def port_slots(jobs: int, low: int = 20000) -> list[tuple[int, int]]:
+    """`jobs` disjoint port ranges below the kernel's ephemeral range, one per run at once (a run needs a few
+    dozen ports at most)."""
+    from sgpo.common.ports import ephemeral_range
+
+    top = ephemeral_range()[0]
+    if top - low < 100 * jobs:
+        low, top = 10000, 10000 + 1000 * jobs  # an unusual ephemeral range: below 20000 then
+    size = min(1000, (top - low) // jobs)
+    return [(low + i * size, low + (i + 1) * size) for i in range(jobs)]
+
+
+def port_taken(log: Path) -> bool:
+    """Whether a run's log says a service could not bind its port (another launcher chose it too)."""
+    try:
+        text = log.read_text(errors="replace")[-20000:].lower()
+    except OSError:
+        return False
+    return "address already in use" in text or "failed to bind" in text
 
 
 def tail_text(path: Path, lines: int = 15) -> str:
@@ -340,7 +551,12 @@ def write_plan(study: Study) -> None:
     """Record the study in OUT/experiment.json (aggregation reads it); other studies' entries are kept."""
     path = study.out / "experiment.json"
     doc = read_json(path) or {}
-    doc.setdefault("studies", {})[study.name] = study.plan_json()
+    plan = study.plan_json()
+    before = doc.get("studies", {}).get(study.name)
+    if study.merge_plan and before:
+        names = {r["name"] for r in plan["runs"]}
+        plan["runs"] = [r for r in before.get("runs", []) if r["name"] not in names] + plan["runs"]
+    doc.setdefault("studies", {})[study.name] = plan
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2))
     tmp.replace(path)

@@ -419,3 +419,142 @@ def at_budgets(runs: Sequence[RunData], budgets: Sequence[float]) -> list[dict[s
         missing = sum(y is None for y in ys)
         out.append({"sampled": b, **mean_std(y for y in ys if y is not None).json(), "not_covered": missing})
     return out
+
+
+# ---------------------------------------------------------------- bootstrap intervals (the tuned study)
+
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a percentile bootstrap interval."""
+
+    estimate: float
+    low: float | None
+    high: float | None
+    level: float
+    resamples: int
+    n: tuple[int, ...]
+    """Sample sizes (one for a mean, two for a difference)."""
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+    def fmt(self, digits: int = 3, sign: bool = False) -> str:
+        f = f"{{:{'+' if sign else ''}.{digits}f}}"
+        if self.low is None or self.high is None:
+            return f.format(self.estimate) + " [—]"
+        return f"{f.format(self.estimate)} [{f.format(self.low)}, {f.format(self.high)}]"
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "estimate": self.estimate,
+            "low": self.low,
+            "high": self.high,
+            "level": self.level,
+            "resamples": self.resamples,
+            "n": list(self.n),
+            "excludes_zero": self.excludes_zero,
+        }
+
+
+def _percentile(sorted_vals: Sequence[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default), q in [0, 1]."""
+    pos = q * (len(sorted_vals) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+
+
+def _resampled_means(rng: Any, values: Sequence[float], resamples: int) -> list[float]:
+    n = len(values)
+    return [sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples)]
+
+
+def bootstrap_mean(
+    values: Sequence[float],
+    level: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Interval:
+    """Percentile bootstrap interval of the mean: `resamples` resamples of the values with replacement
+    (same size), the (1 - level)/2 and (1 + level)/2 percentiles of their means. Seeded, so deterministic.
+    With fewer than two values there is no interval (low = high = None)."""
+    import random
+
+    vals = [float(v) for v in values]
+    if not vals:
+        return Interval(float("nan"), None, None, level, 0, (0,))
+    est = statistics.fmean(vals)
+    if len(vals) < 2:
+        return Interval(est, None, None, level, 0, (1,))
+    means = sorted(_resampled_means(random.Random(seed), vals, resamples))
+    a = (1 - level) / 2
+    return Interval(est, _percentile(means, a), _percentile(means, 1 - a), level, resamples, (len(vals),))
+
+
+def bootstrap_diff(
+    a: Sequence[float],
+    b: Sequence[float],
+    level: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Interval:
+    """Percentile bootstrap interval of mean(a) - mean(b), unpaired: each resample draws a and b independently
+    with replacement (seeds are not paired across algorithms: a seed fixes data order and sampling, which
+    the algorithms then use differently). Deterministic for a seed; no interval when either has < 2 values."""
+    import random
+
+    xa, xb = [float(v) for v in a], [float(v) for v in b]
+    if not xa or not xb:
+        return Interval(float("nan"), None, None, level, 0, (len(xa), len(xb)))
+    est = statistics.fmean(xa) - statistics.fmean(xb)
+    if len(xa) < 2 or len(xb) < 2:
+        return Interval(est, None, None, level, 0, (len(xa), len(xb)))
+    rng = random.Random(seed)
+    diffs = sorted(
+        ma - mb
+        for ma, mb in zip(
+            _resampled_means(rng, xa, resamples), _resampled_means(rng, xb, resamples), strict=True
+        )
+    )
+    q = (1 - level) / 2
+    return Interval(
+        est, _percentile(diffs, q), _percentile(diffs, 1 - q), level, resamples, (len(xa), len(xb))
+    )
+
+
+# ---------------------------------------------------------------- cost of a run
+
+
+def judging_share(groups: Sequence[dict[str, Any]], step_times: Sequence[float]) -> dict[str, Any]:
+    """The judge's share of an SGPO run, as bench/vs_trl.py measured it, from groups.jsonl (each row: its share
+    of its chunk's generate and verify seconds, and its own Judge call's `judge_s`) and the trainer's step
+    clock (metrics.jsonl `time_unix`):
+
+    - `rollout_share`: judge / (generate + verify + judge) over all groups (the rollout path);
+    - `wall_share`: judge seconds between the first and the last step over that wall-clock (what judging would
+      cost if nothing overlapped it; rollout runs beside training)."""
+    gen = sum(float(g.get("generate_s", 0.0)) for g in groups)
+    ver = sum(float(g.get("verify_s", 0.0)) for g in groups)
+    judged = [g for g in groups if "judge_s" in g]
+    judge = sum(float(g["judge_s"]) for g in judged)
+    path = gen + ver + judge
+    out: dict[str, Any] = {
+        "groups": len(groups),
+        "judged": len(judged),
+        "colored": sum(bool(g.get("colored")) for g in groups),
+        "generate_s": gen,
+        "verify_s": ver,
+        "judge_s": judge,
+        "rollout_share": judge / path if path else None,
+        "wall_share": None,
+    }
+    if len(step_times) >= 2:
+        lo, hi = min(step_times), max(step_times)
+        window = sum(float(g["judge_s"]) for g in judged if lo < float(g.get("t", lo)) <= hi)
+        out["wall_share"] = window / (hi - lo) if hi > lo else None
+    return out

@@ -52,6 +52,8 @@ class TrainOptions:
     eval_every: int | None = None
     eval_samples: int | None = None
     eval_temperature: float | None = None
+    eval_split: str = "test"
+    """The held-out split evaluated (the arith task): `test`, or `validation` for tuning (`tasks.tiny.heldout_splits`)."""
     policy: str | None = None
     """Initial policy folder or alias, overriding the recipe's."""
     config: Path | None = None
@@ -141,20 +143,28 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_datasets(
-    run_dir: Path, seed: int, preset: TrainPreset, levels: tuple[int, ...] | None = None
+    run_dir: Path,
+    seed: int,
+    preset: TrainPreset,
+    levels: tuple[int, ...] | None = None,
+    eval_split: str = "test",
 ) -> tuple[Path, Path]:
-    """The RL prompts (the tiny preset's RL levels, or `levels`) and the held-out set (every eval level)."""
+    """The RL prompts (the tiny preset's RL levels, or `levels`) and the held-out set (every eval level) of
+    `eval_split`: `test` (the default, as every earlier run) or `validation` (`tasks.tiny.heldout_splits`,
+    disjoint from test). The RL prompts exclude the test problems and, with `validation`, those too."""
     from sgpo.tasks.arith import generate_split, write_jsonl
+    from sgpo.tasks.tiny import EVAL_SPLITS, heldout_splits
     from sgpo.tasks.tiny import TINY_PRESET as T
 
-    eval_set = generate_split("rl-eval", T.eval_steps, preset.eval_per_level, seed=seed, spec=T.task)
+    if eval_split not in EVAL_SPLITS:
+        raise ValueError(f"eval split {eval_split!r} is not one of {', '.join(EVAL_SPLITS)}")
+    splits = heldout_splits(seed, preset.eval_per_level, T.eval_steps, T.task)
+    eval_set = splits[eval_split]  # type: ignore[index]
+    banned = [p.problem for p in splits["test"]]
+    if eval_split != "test":
+        banned += [p.problem for p in eval_set]
     train = generate_split(
-        "rl-train",
-        levels or T.rl_steps,
-        preset.train_per_level,
-        seed=seed,
-        spec=T.task,
-        exclude=[p.problem for p in eval_set],
+        "rl-train", levels or T.rl_steps, preset.train_per_level, seed=seed, spec=T.task, exclude=banned
     )
     write_jsonl(run_dir / "train_problems.jsonl", train)
     write_jsonl(run_dir / "eval_problems.jsonl", eval_set)
@@ -616,7 +626,9 @@ class TrainRun:
         data = self.recipe.spec.data
         if data.task == "arith":
             levels = self.opts.levels or data.levels
-            train_path, eval_path = write_datasets(self.run_dir, self.opts.seed, self.preset, levels)
+            train_path, eval_path = write_datasets(
+                self.run_dir, self.opts.seed, self.preset, levels, self.opts.eval_split
+            )
             return train_path, eval_path, "steps"
         if self.opts.levels is not None:
             raise RecipeError("--levels applies to the arith task; this recipe trains on a file")
@@ -697,6 +709,7 @@ class TrainRun:
             )
         result["step"] = step
         result["samples"], result["temperature"] = self.preset.eval_samples, self.preset.eval_temperature
+        result["split"] = self.opts.eval_split if self.level_field == "steps" else "benchmarks"
         self.monitor.poll()
         result["sampled"] = self.monitor.sampled_at(step, self.preset.batch_groups)
         self.evals.append(result)
@@ -929,6 +942,7 @@ class TrainRun:
             "group_kinds": kinds,
             "colored_groups": colored,
             "eval": self.evals,
+            "eval_split": self.opts.eval_split if self.recipe.spec.data.task == "arith" else "benchmarks",
             "restarts": dict(self.cluster.restart_counts) if self.cluster else {},
             "best": {"step": self.best["step"], "overall": self.best["overall"]} if self.best else None,
             "judge_seconds": sum(g.get("judge_s", 0.0) for g in groups),

@@ -15,8 +15,10 @@ import hashlib
 import json
 import os
 import string
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, Literal
 
 from sgpo.tasks.arith import ArithSpec
 
@@ -293,3 +295,52 @@ def _install(shipped: Path, target: Path) -> None:
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- held-out splits of an RL run
+
+EvalSplit = Literal["test", "validation"]
+EVAL_SPLITS: tuple[EvalSplit, ...] = ("test", "validation")
+SPLIT_STREAMS: dict[EvalSplit, str] = {"test": "rl-eval", "validation": "rl-validation"}
+"""The seed stream of each held-out split (`arith.generate_split`'s `split` name): `test` is the stream every
+RL run has evaluated on since the first study (unchanged, so its numbers are); `validation` is drawn from its
+own stream, with the same seed, for choosing hyperparameters."""
+
+
+def heldout_splits(
+    seed: int, per_level: int, levels: Sequence[int] | None = None, spec: Any = None
+) -> dict[EvalSplit, list[Any]]:
+    """The held-out problems of an RL run with `seed`: `test` and `validation`, disjoint by problem text.
+
+    Validation is drawn excluding the test problems, so no text is in both (checked); at a level whose whole
+    problem space is smaller than 2 x `per_level` (1 step: 126 problems) validation holds what the test split
+    left, fewer than `per_level`.
+    """
+    from sgpo.tasks.arith import generate_split
+
+    levels = TINY_PRESET.eval_steps if levels is None else levels
+    spec = TINY_PRESET.task if spec is None else spec
+    test = generate_split(SPLIT_STREAMS["test"], levels, per_level, seed=seed, spec=spec)
+    validation = generate_split(
+        SPLIT_STREAMS["validation"],
+        levels,
+        per_level,
+        seed=seed,
+        spec=spec,
+        exclude=[p.problem for p in test],
+    )
+    check_disjoint({"test": test, "validation": validation})
+    return {"test": test, "validation": validation}
+
+
+def check_disjoint(splits: dict[str, Sequence[Any]]) -> None:
+    """Raise ValueError when two splits share a problem text."""
+    names = list(splits)
+    for i, a in enumerate(names):
+        texts = {p.problem for p in splits[a]}
+        for b in names[i + 1 :]:
+            shared = texts & {p.problem for p in splits[b]}
+            if shared:
+                raise ValueError(
+                    f"splits {a} and {b} share {len(shared)} problems, e.g. {sorted(shared)[0]!r}"
+                )
