@@ -51,26 +51,36 @@ def load_plans(out: Path) -> dict[str, StudyPlan]:
     }
 
 
-def collect(out: Path, plan: StudyPlan) -> tuple[list[RunData], list[dict[str, Any]]]:
-    """The plan's complete runs, and the others with their status."""
-    complete, missing = [], []
-    for spec in plan.runs:
+def load_complete(
+    out: Path, specs: list[dict[str, Any]]
+) -> tuple[list[tuple[dict[str, Any], RunData]], list[dict[str, Any]]]:
+    """(plan entry, run data) of the complete runs among `specs` that have an evaluation; the others with
+    their status (incomplete, unreadable, or complete without an evaluation)."""
+    done, missing = [], []
+    for spec in specs:
         run_dir = out / "runs" / spec["name"]
         status = run_status(run_dir)
-        if status == "complete":
-            try:
-                data = load_run(run_dir, spec["name"])
-            except (OSError, ValueError, KeyError) as e:
-                missing.append({"name": spec["name"], "status": f"unreadable: {e}"})
-                continue
-            if not data.evals:
-                missing.append({"name": spec["name"], "status": "complete but no evaluation"})
-                continue
-            data.noise = float(spec.get("noise", data.noise))
-            complete.append(data)
-        else:
+        if status != "complete":
             missing.append({"name": spec["name"], "status": status, "folder": str(run_dir)})
-    return complete, missing
+            continue
+        try:
+            data = load_run(run_dir, spec["name"])
+        except (OSError, ValueError, KeyError) as e:
+            missing.append({"name": spec["name"], "status": f"unreadable: {e}"})
+            continue
+        if not data.evals:
+            missing.append({"name": spec["name"], "status": "complete but no evaluation"})
+            continue
+        done.append((spec, data))
+    return done, missing
+
+
+def collect(out: Path, plan: StudyPlan) -> tuple[list[RunData], list[dict[str, Any]]]:
+    """The plan's complete runs, and the others with their status."""
+    done, missing = load_complete(out, plan.runs)
+    for spec, data in done:
+        data.noise = float(spec.get("noise", data.noise))
+    return [data for _, data in done], missing
 
 
 def aggregate_study(

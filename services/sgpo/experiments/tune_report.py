@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.common.jsonl import read_jsonl
-from sgpo.experiments.report import StudyPlan, Table, _save, fmt_mean_std, load_plans
-from sgpo.experiments.state import read_json, run_status
+from sgpo.experiments.report import StudyPlan, Table, _save, fmt_mean_std, load_complete, load_plans
+from sgpo.experiments.state import read_json
 from sgpo.experiments.stats import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -33,7 +33,6 @@ from sgpo.experiments.stats import (
     bootstrap_diff,
     bootstrap_mean,
     judging_share,
-    load_run,
     mean_std,
 )
 from sgpo.experiments.studies import ALGO_COLORS, ALGO_ORDER
@@ -73,25 +72,9 @@ def load_part(
     out: Path, plan: StudyPlan
 ) -> tuple[list[tuple[dict[str, Any], RunData]], list[dict[str, Any]]]:
     """(plan entry, run data) of the plan's complete train/trl runs; the others with their status."""
-    done, missing = [], []
-    for spec in plan.runs:
-        if spec.get("kind", "train") == "score":
-            continue
-        folder = out / "runs" / spec["name"]
-        status = run_status(folder)
-        if status != "complete":
-            missing.append({"name": spec["name"], "status": status})
-            continue
-        try:
-            data = load_run(folder, spec["name"])
-        except (OSError, ValueError, KeyError) as e:
-            missing.append({"name": spec["name"], "status": f"unreadable: {e}"})
-            continue
-        if not data.evals:
-            missing.append({"name": spec["name"], "status": "complete but no evaluation"})
-            continue
+    done, missing = load_complete(out, [s for s in plan.runs if s.get("kind", "train") != "score"])
+    for spec, data in done:
         data.algo = spec.get("algo", data.algo)
-        done.append((spec, data))
     return done, missing
 
 
