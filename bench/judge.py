@@ -157,7 +157,7 @@ async def http_load(
     latencies: list[float] = []
     failed = 0
     queue = list(range(n))
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=c)) as client:
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=c)) as client:
 
         async def worker() -> None:
             nonlocal failed
@@ -184,16 +184,28 @@ async def http_load(
         return latencies, time.perf_counter() - start, failed
 
 
-def grpc_load(target: str, requests: list, n: int, c: int) -> tuple[list[float], float, int]:  # type: ignore[type-arg]
+def grpc_load(
+    target: str,
+    requests: list,  # type: ignore[type-arg]
+    n: int,
+    c: int,
+    method: str = "judge",
+) -> tuple[list[float], float, int]:
+    """`n` calls of the judge's Judge (or, method "generate", a generator's Generate) from `c` threads:
+    latencies of the successful calls, wall time, and how many failed."""
     import grpc
 
     from sgpo.common import auth
-    from sgpo.v1 import judge_pb2_grpc
+    from sgpo.v1 import generator_pb2_grpc, judge_pb2_grpc
 
     latencies: list[float] = []
     lock, counter = threading.Lock(), iter(range(n))
-    channel = auth.channel(target)  # sends SGPO_SERVICE_TOKEN(_FILE) when the judge checks one
-    stub = judge_pb2_grpc.JudgeServiceStub(channel)
+    channel = auth.channel(target)  # sends SGPO_SERVICE_TOKEN(_FILE) when the server checks one
+    call = (
+        judge_pb2_grpc.JudgeServiceStub(channel).Judge
+        if method == "judge"
+        else generator_pb2_grpc.GeneratorServiceStub(channel).Generate
+    )
 
     def worker() -> None:
         while True:
@@ -203,7 +215,7 @@ def grpc_load(target: str, requests: list, n: int, c: int) -> tuple[list[float],
                 return
             t = time.perf_counter()
             try:
-                stub.Judge(requests[i % len(requests)], timeout=60)
+                call(requests[i % len(requests)], timeout=120)
             except grpc.RpcError as e:
                 print(f"    request failed: {e.code()} {e.details()}", file=sys.stderr)
                 continue

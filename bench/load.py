@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from judge import arith_group, machine  # noqa: E402  (bench/judge.py)
+from judge import grpc_load as judge_grpc_load  # noqa: E402
+from judge import http_load as judge_http_load  # noqa: E402
 
 KEY = "bench-key"
 
@@ -68,76 +69,13 @@ HEADER = "| what | requests | p50 ms | p99 ms | max ms | req/s | errors |\n|---|
 async def http_load(
     name: str, url: str, headers: dict[str, str], bodies: list[Any], n: int, c: int
 ) -> Result:
-    import httpx
-
-    latencies: list[float] = []
-    errors = 0
-    todo = list(range(n))
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=c)) as client:
-
-        async def worker() -> None:
-            nonlocal errors
-            while todo:
-                i = todo.pop()
-                t = time.perf_counter()
-                try:
-                    r = await client.post(url, json=bodies[i % len(bodies)], headers=headers)
-                except httpx.TransportError as e:
-                    errors += 1
-                    print(f"    {name}: {type(e).__name__} {e}", file=sys.stderr)
-                    continue
-                if r.status_code == 200:
-                    latencies.append(time.perf_counter() - t)
-                else:
-                    errors += 1
-                    print(f"    {name}: HTTP {r.status_code} {r.text[:160]}", file=sys.stderr)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(c)))
-        return Result(name, latencies, time.perf_counter() - start, errors)
+    """bench/judge.py's closed-loop HTTP load (`c` clients, `n` POSTs), as a named Result."""
+    return Result(name, *await judge_http_load(url, headers, bodies, n, c, False))
 
 
 def grpc_load(name: str, target: str, requests: list[Any], n: int, c: int, method: str = "judge") -> Result:
-    import grpc
-
-    from sgpo.v1 import generator_pb2_grpc, judge_pb2_grpc
-
-    latencies: list[float] = []
-    errors = 0
-    lock, counter = threading.Lock(), iter(range(n))
-    channel = grpc.insecure_channel(target)
-    call = (
-        judge_pb2_grpc.JudgeServiceStub(channel).Judge
-        if method == "judge"
-        else generator_pb2_grpc.GeneratorServiceStub(channel).Generate
-    )
-
-    def worker() -> None:
-        nonlocal errors
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            t = time.perf_counter()
-            try:
-                call(requests[i % len(requests)], timeout=120)
-            except grpc.RpcError as e:
-                with lock:
-                    errors += 1
-                print(f"    {name}: {e.code()} {e.details()}", file=sys.stderr)
-                continue
-            with lock:
-                latencies.append(time.perf_counter() - t)
-
-    threads = [threading.Thread(target=worker) for _ in range(c)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    channel.close()
-    return Result(name, latencies, time.perf_counter() - start, errors)
+    """bench/judge.py's gRPC load (`c` threads, `n` calls of Judge or Generate), as a named Result."""
+    return Result(name, *judge_grpc_load(target, requests, n, c, method))
 
 
 def probe_main(http_url: str, grpc_target: str) -> None:

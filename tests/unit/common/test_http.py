@@ -45,3 +45,24 @@ def test_error_code_name() -> None:
     assert error_code_name(ServiceError("x")) == grpc.StatusCode.INTERNAL.name
     assert error_code_name(InvalidInputError("n", "must be positive")) == "INVALID_ARGUMENT"
     assert error_code_name(RuntimeError("boom")) == "INTERNAL"
+
+
+def test_accepted_connections_have_nagle_off() -> None:
+    """Keep-alive responses go out at once: with Nagle on, the body (a second write after the headers) waited
+    for the client's delayed ACK, 44 ms a request on loopback. asyncio turns it off only on sockets whose
+    proto is TCP, so the pre-bound listening socket must say so."""
+    import http.client
+
+    server = HttpServer(_hello, "127.0.0.1", 0, grace_s=1, service="judge")
+    assert server.sock.proto == socket.IPPROTO_TCP
+    server.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"hello"
+        (server_side,) = list(server.server.server_state.connections)
+        sock = server_side.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        conn.close()
+    finally:
+        server.stop()
