@@ -258,7 +258,9 @@ def test_train_survives_redis_killed_and_restarted_empty_then_from_its_aof(tmp_p
         # health said NOT_SERVING during the outage, and the services said so once per outage, not per retry
         logs = {p.name: p.read_text(errors="replace") for p in (run_dir / "logs").glob("*.log")}
         assert 1 <= logs["orchestrator.log"].count("queue unreachable") <= 2  # once per outage
-        assert 1 <= logs["trainer.log"].count("redis unavailable") <= 2
+        # the trainer warns only if a call of its own failed: its client's retries (8, backoff up to 2 s) may
+        # outlast an outage it met while training or checkpointing (seen in CI: 0 warnings, run complete)
+        assert logs["trainer.log"].count("redis unavailable") <= 2
         assert "re-sampling them" in logs["orchestrator.log"]
         resumed = [
             json.loads(x) for x in logs["orchestrator.log"].splitlines() if "resuming the dataset" in x

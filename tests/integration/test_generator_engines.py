@@ -188,7 +188,11 @@ def test_a_seeded_batch_larger_than_one_engine_step(engine: Any) -> None:
     assert sum(len(r.prompt_token_ids) * 8 for r in results) > 2048
     assert all(len(r.completions) == 8 for r in results)
     again = engine.generate(PROMPTS[:1], params)
-    assert again[0].completions == results[0].completions
+    # The seed fixes the tokens; the logprobs may differ in the 7th digit with the batch's shape (the hf engine
+    # fills batches round-robin over requests, so the first prompt's rows share a batch with other rows).
+    for a, b in zip(again[0].completions, results[0].completions, strict=True):
+        assert (a.text, a.token_ids, a.finish_reason) == (b.text, b.token_ids, b.finish_reason)
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
 
 
 def test_stop_strings_end_the_text_before_the_stop(engine: Any) -> None:
