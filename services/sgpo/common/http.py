@@ -4,7 +4,7 @@ The generator (OpenAI-compatible API) and the judge (POST /v1/judge) serve HTTP 
 docs/design.md, "2. Services and contracts": the socket is bound before uvicorn starts, so the port is
 known at once (port 0 picks a free one) and a taken port fails with a message naming the setting to change.
 
-Bounded resources (docs/design.md, "5. Limits"), the same for both services and set by `HttpLimits`:
+Bounded resources (docs/design.md, "6. Limits"), the same for both services and set by `HttpLimits`:
 
 - connections: an idle connection, or one whose request headers are not complete, is closed after
   `header_timeout_s` (uvicorn only times the gap *between* requests, `keep_alive_s`); headers larger than h11's

@@ -34,7 +34,7 @@ GRPC_OPTIONS = [
 ]
 # What a server accepts unless its config says otherwise (`grpc_max_receive_bytes`): the control RPCs of the
 # orchestrator and trainer are small. gRPC refuses a larger message from its length prefix, with
-# RESOURCE_EXHAUSTED, before reading it (docs/design.md, "5. Limits").
+# RESOURCE_EXHAUSTED, before reading it (docs/design.md, "6. Limits").
 DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 
 

@@ -5,7 +5,7 @@ together: each prompt is prefilled once, its cache is repeated for its `n` rows,
 lock-step and finished rows are dropped from the batch. Every row samples from its own random stream, so a
 seeded request gives the same completions whatever it is batched with.
 
-Sharing (docs/design.md, "5. Limits"): a batch is filled round-robin over the waiting requests, one row of
+Sharing (docs/design.md, "6. Limits"): a batch is filled round-robin over the waiting requests, one row of
 each in turn, so a request of thousands of rows cannot hold a small one behind it for more than one batch; a
 cancelled request's rows leave the queue and the running batch at the next decoding step; and when a batch
 fails, each of its requests is run again alone, so only the request that fails gets the error.

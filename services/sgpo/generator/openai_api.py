@@ -7,7 +7,7 @@ logprobs only: `logprobs: 0` in completions, `top_logprobs: 0` in chat), vLLM's 
 by token). Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`; bad input is 400.
 `system_fingerprint` carries the policy version that produced the choices (`policy-v<N>`).
 
-Limits (docs/design.md, "5. Limits"): the body is bounded by the server's `LimitsMiddleware` before it is
+Limits (docs/design.md, "6. Limits"): the body is bounded by the server's `LimitsMiddleware` before it is
 parsed; `n`, the prompt count, the completions per request and the prompt characters are checked
 (`check_request`, the gRPC checks) before anything is tokenized; a client that disconnects cancels its request
 in the engine. /health is async: it never waits for a thread of the pool that runs the engine calls.

@@ -6,7 +6,7 @@ Three layers: the wire models below, the logic (`sgpo.judge.judge.Judge`), and t
 (413), so an unauthenticated or oversized request costs nothing. One exception handler turns every error into
 the same body: {"error": {"code", "message", "field"}}; anything unexpected is a sanitized 500.
 
-Around the app, `sgpo.common.http.LimitsMiddleware` (docs/design.md, "5. Limits"): a declared body over
+Around the app, `sgpo.common.http.LimitsMiddleware` (docs/design.md, "6. Limits"): a declared body over
 `max_request_bytes` is a 413 before the route runs, a body that does not arrive in time a 408, at most
 `http_limits.max_active` /v1 requests run at once (more wait, then 503 + Retry-After), an unexpected error is
 one logged traceback and a 500 on a connection that stays usable, and a client that disconnects is one info

@@ -9,7 +9,7 @@ tens of milliseconds, not seconds of imports). Workers start in the background o
 (or `wait_ready`): a caller whose items all take the fast path never starts or waits for them. `concurrent.futures.ProcessPoolExecutor` cannot do this: it
 cannot kill a task that is running.
 
-Sharing (docs/design.md, "5. Limits"): jobs wait in one queue per call (`owner`), and a free worker takes
+Sharing (docs/design.md, "6. Limits"): jobs wait in one queue per call (`owner`), and a free worker takes
 the next job round-robin over the calls, so a call of thousands of items holds a small one back by at most one
 job per worker; a cancelled call's queued jobs are dropped and its running ones are killed with their worker
 (polled every `_CANCEL_POLL_S`), so the next caller has a worker again within a worker restart.
