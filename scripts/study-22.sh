@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The tuned study of issue 22 in one command: docs/results.md, "Protocol for the tuned study (issue 22)".
+# The tuned comparison (learning rates chosen per algorithm on a validation split, then seeds on test, the
+# judge controls and TRL) in one command: its protocol is in docs/results.md, "Protocol for the tuned study".
 #
 #   scripts/study-22.sh                     # the whole study: GPU if torch sees one, --jobs 12 (16 cores, 1 GPU)
 #   scripts/study-22.sh --smoke             # the machinery end to end on a CPU: 2 steps per run, 1 lr, 1 seed
@@ -30,7 +31,7 @@ while [[ $# -gt 0 ]]; do
     --export) export_dir=$2; shift ;;
     --trl-wheels) trl_wheels=$2; shift ;;
     --no-copy) copy=0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) pass+=("$1") ;;
   esac
   shift

@@ -1,6 +1,6 @@
 """`sgpo experiment online|offline|noise|tune|aggregate --out OUT`: controlled comparisons of algorithms.
 
-`tune` is the tuned study of issue 22 (`sgpo.experiments.tune`: a learning-rate sweep on the validation
+`tune` is the tuned comparison (`sgpo.experiments.tune`: a per-algorithm learning-rate sweep on the validation
 split, the selection rule, finals on test, controls, greedy scores, TRL's GRPO); `score` scores a checkpoint
 on a run's held-out problems; `trl-run` trains TRL's GRPOTrainer as a run folder (with a python that imports
 trl). `--jobs N` runs N runs at once, each with its own embedded Redis and port range.
@@ -258,7 +258,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _tune_args(
         sub.add_parser(
             "tune",
-            help="issue 22: per-algorithm lr sweep on a validation split, then tuned finals x seeds on test, "
+            help="per-algorithm lr sweep on a validation split, then tuned finals x seeds on test, "
             "controls, greedy scores, TRL",
             description="the tuned study: services/sgpo/experiments/tune.py",
         )

@@ -1,4 +1,4 @@
-"""The tuned study (issue 22), `sgpo experiment tune`: planning and the selection rule; no side effects.
+"""The tuned comparison, `sgpo experiment tune` (per-algorithm learning rates chosen on validation): planning and the selection rule; no side effects.
 
 Two phases, each a `Study` of jobs the scheduler runs (in parallel with --jobs), resumable like every study:
 
