@@ -283,6 +283,19 @@ def fresh_engine(engine: Any, tiny_policy: Path) -> Iterator[Any]:
 GREEDY = SamplingParams(n=1, temperature=0.0, max_tokens=24)
 
 
+def _token_ids(results: Any) -> list[Any]:
+    return [c.token_ids for r in results for c in r.completions]
+
+
+def _hf_greedy_token_ids(weights: Path) -> list[Any]:
+    """The greedy tokens a fresh hf engine on `weights` gives PROMPTS: what a weight update must reproduce."""
+    reference = make_engine("hf", weights)
+    try:
+        return _token_ids(reference.generate(PROMPTS, GREEDY))
+    finally:
+        reference.close()
+
+
 def test_update_weights_serves_the_new_weights_and_reports_the_version(
     fresh_engine: Any, other_weights: Path, tiny_policy: Path
 ) -> None:
@@ -294,14 +307,7 @@ def test_update_weights_serves_the_new_weights_and_reports_the_version(
     assert [c.token_ids for r in after for c in r.completions] != [
         c.token_ids for r in before for c in r.completions
     ]
-    reference = make_engine("hf", other_weights)
-    try:
-        expected = reference.generate(PROMPTS, GREEDY)
-    finally:
-        reference.close()
-    assert [c.token_ids for r in after for c in r.completions] == [
-        c.token_ids for r in expected for c in r.completions
-    ]
+    assert _token_ids(after) == _hf_greedy_token_ids(other_weights)
     # The logprobs follow the new weights too.
     ref = _teacher_forced(other_weights, after, 1.0)
     got = [list(c.logprobs) for r in after for c in r.completions]
@@ -316,15 +322,8 @@ def test_update_accepts_a_sharded_checkpoint(fresh_engine: Any, tmp_path: Path, 
     model.save_pretrained(tmp_path / "sharded", safe_serialization=True, max_shard_size="300KB")
     assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
     fresh_engine.update_weights(5, str(tmp_path / "sharded"))
-    reference = make_engine("hf", other_weights)
-    try:
-        expected = reference.generate(PROMPTS, GREEDY)
-    finally:
-        reference.close()
     got = fresh_engine.generate(PROMPTS, GREEDY)
-    assert [c.token_ids for r in got for c in r.completions] == [
-        c.token_ids for r in expected for c in r.completions
-    ]
+    assert _token_ids(got) == _hf_greedy_token_ids(other_weights)
     assert {c.policy_version for r in got for c in r.completions} == {5}
 
 
@@ -441,14 +440,7 @@ def test_update_from_tensors_in_memory(fresh_engine: Any, other_weights: Path, t
     assert fresh_engine.update_weights_from_tensors(3, state) == 3
     got = fresh_engine.generate(PROMPTS, GREEDY)
     assert {c.policy_version for r in got for c in r.completions} == {3}
-    via_folder = make_engine("hf", other_weights)
-    try:
-        expected = via_folder.generate(PROMPTS, GREEDY)
-    finally:
-        via_folder.close()
-    assert [c.token_ids for r in got for c in r.completions] == [
-        c.token_ids for r in expected for c in r.completions
-    ]
+    assert _token_ids(got) == _hf_greedy_token_ids(other_weights)
 
 
 def test_negative_version_is_an_error(fresh_engine: Any, other_weights: Path) -> None:
