@@ -128,9 +128,11 @@ def test_peak_memory_grows_with_the_chunk_not_with_length_times_vocab() -> None:
     weight.grad = torch.zeros_like(weight)  # gradient buffers exist before either is measured
     chunked()  # first call: lazy initialisation and the allocator's own caches
     p_chunked, p_full = peak_rss_above(chunked)[1], peak_rss_above(full)[1]
-    logits_bytes = n * vocab * 4
+    logits_bytes, chunk_bytes = n * vocab * 4, 128 * vocab * 4  # 256 MiB; chunks of 128 tokens: 16 MiB
     assert p_full >= logits_bytes
-    assert p_chunked < logits_bytes / 8, (p_chunked, p_full)  # chunks of 128 tokens: 16 MiB each
+    # Backward holds one chunk's recomputed logits and their gradient at once (2 chunks), plus the
+    # allocator's slack: 2.0-2.3 chunks measured (a CI run saw 37.7 MB, above the 2-chunk mark).
+    assert p_chunked < 4 * chunk_bytes, (p_chunked, p_full)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.8])
