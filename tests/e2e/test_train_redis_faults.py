@@ -255,6 +255,11 @@ def test_train_survives_redis_killed_and_restarted_empty_then_from_its_aof(tmp_p
         requeued = [r["group_id"] for r in rows if r["requeued"]]
         assert len(requeued) == len(set(requeued)) and set(requeued) <= produced
         assert len(requeued) <= outstanding_when_lost[0] + 2 * BATCH, (len(requeued), outstanding_when_lost)
+        print(
+            f"redis faults: events {events}; groups produced {len(produced)}, trained {len(trained)} "
+            f"(distinct {len(set(trained))}), still queued {len(produced - set(trained))}; re-sampled after the "
+            f"empty restart {len(requeued)} (outstanding when lost {outstanding_when_lost[0]})"
+        )  # the figures, with -s
         # health said NOT_SERVING during the outage, and the services said so once per outage, not per retry
         logs = {p.name: p.read_text(errors="replace") for p in (run_dir / "logs").glob("*.log")}
         assert 1 <= logs["orchestrator.log"].count("queue unreachable") <= 2  # once per outage
