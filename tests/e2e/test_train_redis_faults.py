@@ -199,7 +199,7 @@ def test_train_survives_redis_killed_and_restarted_empty_then_from_its_aof(tmp_p
         "SGPO_REDIS_URL": f"redis://:{PASSWORD}@127.0.0.1:{port}/0",
     }
     env.pop("SGPO_REDIS_PASSWORD", None)
-    chaos_thread = threading.Thread(target=chaos)
+    chaos_thread = threading.Thread(target=chaos, daemon=True)  # a failed run does not wait out its deadline
     proc = subprocess.Popen(
         sgpo_cmd(
             "train", "--recipe", str(recipe), "--run-dir", str(run_dir), "--eval-every", "100",
