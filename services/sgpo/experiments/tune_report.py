@@ -117,6 +117,13 @@ def aggregate_tune(out: Path) -> dict[str, Any]:
             "curves": curves,
         }
     if "tune" not in plans:
+        if "sweep" in res:  # a sweep run alone: the rule's selection, as the final phase will make it
+            from sgpo.experiments.tune import select_lrs
+
+            params = plans["tune-sweep"].params
+            finals = {(a, float(lr)): v for a, t in table.items() for lr, v in t.items()}
+            chosen = select_lrs(finals, list(table), params["lrs"], len(params["tune_seeds"]))
+            res["selection"] = {a: c["lr"] for a, c in chosen.items()}
         return res
     plan = plans["tune"]
     runs, missing = load_part(out, plan)

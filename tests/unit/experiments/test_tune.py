@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from sgpo.experiments.report import load_plans
 from sgpo.experiments.schedule import write_plan
 from sgpo.experiments.stats import judging_share
 from sgpo.experiments.tune import TuneOptions, plan_final, plan_sweep, select_lrs, sweep_finals
@@ -148,6 +149,23 @@ def test_report_intervals_controls_and_cost(tmp_path: Path) -> None:
     assert "| sgpo - grpo | +0.060 [" in md and "Selected in bold" in md
     for png in ("tune-final-accuracy", "tune-sweep", "tune-controls"):
         assert (tmp_path / f"{png}.png").stat().st_size > 5_000
+
+
+def test_a_sweep_alone_reports_the_rules_selection(tmp_path: Path) -> None:
+    """Before any final run the tables name the rate the final phase will take (it showed "—" there)."""
+    opts = _opts(tmp_path)
+    sweep = plan_sweep(opts, tmp_path / "policy")
+    vals = {"sgpo": {1e-4: 0.26, 3e-4: 0.29}, "grpo": {1e-4: 0.27, 3e-4: 0.22}}
+    for r in sweep.runs:
+        assert r.lr is not None
+        if not (r.algo == "sgpo" and r.lr == 3e-4 and r.seed == 1):  # incomplete: 3e-4 is not eligible
+            write_run(tmp_path / "runs" / r.name, r.algo, r.seed, [(0, 0.25), (4, vals[r.algo][r.lr])])
+    write_plan(sweep)
+    res = aggregate_tune(tmp_path)
+    assert "tune" not in load_plans(tmp_path) and res["selection"] == {"sgpo": 1e-4, "grpo": 1e-4}
+    write_tune_report(tmp_path, Console(width=200, file=open("/dev/null", "w")))  # noqa: SIM115
+    md = (tmp_path / "tune-tables.md").read_text()
+    assert "| sgpo | **0.260 (n=2)** | 0.290 (n=1) | 0.0001 |" in md, md
 
 
 def test_judging_share_as_bench_computes_it() -> None:
