@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -101,15 +102,27 @@ def test_final_plan_controls_greedy_and_trl(tmp_path: Path) -> None:
             assert r.argv[r.argv.index("--eval-split") + 1] == "test"
 
 
-def _study_folders(out: Path) -> None:
-    """A finished tuned study: sweep, finals (3 seeds), controls, greedy scores, by hand."""
-    opts = _opts(out)
-    sweep = plan_sweep(opts, out / "policy")
+def _sweep_folders(out: Path, seed_step: float = 0.01, skip: str = "") -> Any:
+    """The sweep's runs by hand (final validation accuracy by algo and lr, + seed_step x seed), all but `skip`."""
+    sweep = plan_sweep(_opts(out), out / "policy")
     vals = {"sgpo": {1e-4: 0.26, 3e-4: 0.29}, "grpo": {1e-4: 0.27, 3e-4: 0.22}}
     for r in sweep.runs:
         assert r.lr is not None
-        write_run(out / "runs" / r.name, r.algo, r.seed, [(0, 0.25), (4, vals[r.algo][r.lr] + 0.01 * r.seed)])
+        if r.name != skip:
+            write_run(
+                out / "runs" / r.name,
+                r.algo,
+                r.seed,
+                [(0, 0.25), (4, vals[r.algo][r.lr] + seed_step * r.seed)],
+            )
     write_plan(sweep)
+    return sweep
+
+
+def _study_folders(out: Path) -> None:
+    """A finished tuned study: sweep, finals (3 seeds), controls, greedy scores, by hand."""
+    opts = _opts(out)
+    sweep = _sweep_folders(out)
     sel = select_lrs(sweep_finals(sweep), opts.algos, opts.lrs, 2)
     assert sel["sgpo"]["lr"] == 3e-4 and sel["grpo"]["lr"] == 1e-4
     final = plan_final(opts, out / "policy", sel)
@@ -153,14 +166,7 @@ def test_report_intervals_controls_and_cost(tmp_path: Path) -> None:
 
 def test_a_sweep_alone_reports_the_rules_selection(tmp_path: Path) -> None:
     """Before any final run the tables name the rate the final phase will take (it showed "—" there)."""
-    opts = _opts(tmp_path)
-    sweep = plan_sweep(opts, tmp_path / "policy")
-    vals = {"sgpo": {1e-4: 0.26, 3e-4: 0.29}, "grpo": {1e-4: 0.27, 3e-4: 0.22}}
-    for r in sweep.runs:
-        assert r.lr is not None
-        if not (r.algo == "sgpo" and r.lr == 3e-4 and r.seed == 1):  # incomplete: 3e-4 is not eligible
-            write_run(tmp_path / "runs" / r.name, r.algo, r.seed, [(0, 0.25), (4, vals[r.algo][r.lr])])
-    write_plan(sweep)
+    _sweep_folders(tmp_path, seed_step=0.0, skip="val-sgpo-lr0.0003-s1")  # incomplete: 3e-4 is not eligible
     res = aggregate_tune(tmp_path)
     assert "tune" not in load_plans(tmp_path) and res["selection"] == {"sgpo": 1e-4, "grpo": 1e-4}
     write_tune_report(tmp_path, Console(width=200, file=open("/dev/null", "w")))  # noqa: SIM115
