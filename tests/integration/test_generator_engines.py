@@ -304,9 +304,7 @@ def test_update_weights_serves_the_new_weights_and_reports_the_version(
     after = fresh_engine.generate(PROMPTS, GREEDY)
     assert fresh_engine.policy_version == 1
     assert {c.policy_version for r in after for c in r.completions} == {1}
-    assert [c.token_ids for r in after for c in r.completions] != [
-        c.token_ids for r in before for c in r.completions
-    ]
+    assert _token_ids(after) != _token_ids(before)
     assert _token_ids(after) == _hf_greedy_token_ids(other_weights)
     # The logprobs follow the new weights too.
     ref = _teacher_forced(other_weights, after, 1.0)

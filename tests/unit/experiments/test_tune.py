@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from rich.console import Console
 
+from sgpo.experiments.plan import Study
 from sgpo.experiments.report import load_plans
 from sgpo.experiments.schedule import write_plan
 from sgpo.experiments.stats import judging_share
@@ -102,7 +102,7 @@ def test_final_plan_controls_greedy_and_trl(tmp_path: Path) -> None:
             assert r.argv[r.argv.index("--eval-split") + 1] == "test"
 
 
-def _sweep_folders(out: Path, seed_step: float = 0.01, skip: str = "") -> Any:
+def _sweep_folders(out: Path, seed_step: float = 0.01, skip: str = "") -> Study:
     """The sweep's runs by hand (final validation accuracy by algo and lr, + seed_step x seed), all but `skip`."""
     sweep = plan_sweep(_opts(out), out / "policy")
     vals = {"sgpo": {1e-4: 0.26, 3e-4: 0.29}, "grpo": {1e-4: 0.27, 3e-4: 0.22}}
