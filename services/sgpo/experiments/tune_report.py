@@ -36,6 +36,7 @@ from sgpo.experiments.stats import (
     mean_std,
 )
 from sgpo.experiments.studies import ALGO_COLORS, ALGO_ORDER
+from sgpo.experiments.tune import select_lrs
 
 FOCUS = "sgpo"
 ORDER = (*ALGO_ORDER, "trl")
@@ -118,8 +119,6 @@ def aggregate_tune(out: Path) -> dict[str, Any]:
         }
     if "tune" not in plans:
         if "sweep" in res:  # a sweep run alone: the rule's selection, as the final phase will make it
-            from sgpo.experiments.tune import select_lrs
-
             params = plans["tune-sweep"].params
             finals = {(a, float(lr)): v for a, t in table.items() for lr, v in t.items()}
             chosen = select_lrs(finals, list(table), params["lrs"], len(params["tune_seeds"]))
