@@ -517,6 +517,35 @@ def test_the_evaluator_is_opt_in_and_checks_its_values() -> None:
     assert not validate_k8s(docs)
 
 
+def _policy(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    (policy,) = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return policy
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_the_evaluator_is_reachable_by_nobody_and_reaches_only_dns(
+    name: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """It serves nothing and calls no service: a policy with no ingress rule and DNS as its only egress, which
+    selects the evaluator's pods; its trackers' egress comes from networkPolicy.evaluatorEgress."""
+    docs = rendered[name]
+    policy = _policy(docs, "evaluator")["spec"]
+    pod_labels = workloads(docs)["evaluator"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["ingress"] == []
+    (dns,) = policy["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    tracker = {"to": [{"ipBlock": {"cidr": "10.3.0.0/16"}}], "ports": [{"port": 5000, "protocol": "TCP"}]}
+    docs = render_chart({**values(name), "networkPolicy": {"evaluatorEgress": [tracker]}})
+    assert _policy(docs, "evaluator")["spec"]["egress"] == [dns, tracker]
+    assert not validate_k8s(docs)
+
+
 def test_the_rendered_evaluator_command_parses(
     rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
