@@ -72,6 +72,11 @@ class Engine(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def unfinished(self) -> int:
+        """Completions the engine is still working on or holding (waiting or decoding) for some caller: 0 once
+        every request has been answered or cancelled."""
+        ...
+
     def close(self) -> None: ...
 
 

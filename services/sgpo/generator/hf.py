@@ -58,6 +58,12 @@ class _Request:
     remaining: int
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    cancel: threading.Event | None = None  # the caller's: the decoding loop checks it at every step
+
+    @property
+    def dropped(self) -> bool:
+        """Failed, or cancelled by its caller (generate() then fails it; its rows stop decoding right away)."""
+        return self.error is not None or (self.cancel is not None and self.cancel.is_set())
 
 
 @dataclass
@@ -136,6 +142,7 @@ class HFEngine:
         self._cv = threading.Condition()
         self._closed = False
         self.stats = {"batches": 0, "rows": 0, "tokens": 0}
+        self._decoding = 0  # rows the running batch still decodes (cancelled ones leave it at the next step)
         self._worker = threading.Thread(target=self._loop, name="hf-engine", daemon=True)
         self._worker.start()
 
@@ -169,7 +176,9 @@ class HFEngine:
         prompt_ids = encode_prompts(
             self.tokenizer, self._tok_lock, prompts, self.max_model_len, self.max_prompt_chars
         )
-        req = _Request(params, prompt_ids, [[None] * params.n for _ in prompts], len(prompts) * params.n)
+        req = _Request(
+            params, prompt_ids, [[None] * params.n for _ in prompts], len(prompts) * params.n, cancel=cancel
+        )
         rows = collections.deque()
         for i in range(len(prompts)):
             for j in range(params.n):
@@ -238,6 +247,11 @@ class HFEngine:
             )
             return version
 
+    def unfinished(self) -> int:
+        with self._cv:
+            waiting = sum(len(q) for q in self._pending.values())
+        return waiting + self._decoding
+
     def cancel(self, req: _Request) -> None:
         """Drop a request: its waiting rows leave the queue, its running rows stop at the next step."""
         with self._cv:
@@ -289,10 +303,13 @@ class HFEngine:
             rows = self._take()
             if not rows:
                 return
-            live = [r for r in rows if r.request.error is None]
+            live = [r for r in rows if not r.request.dropped]
             with self._weights_lock:
                 weights = self._weights
-            self._run_isolated(weights, live)
+            try:
+                self._run_isolated(weights, live)
+            finally:
+                self._decoding = 0
 
     def _run_isolated(self, weights: _Weights, rows: list[_Row]) -> None:
         """Run a batch; if it fails, run each of its requests alone, so that only the failing one fails."""
@@ -314,7 +331,7 @@ class HFEngine:
             self._fail(rows[0].request, e)
             return
         for r, c in zip(rows, completions, strict=True):
-            if c is None or r.request.error is not None:
+            if c is None or r.request.dropped:
                 continue  # cancelled while it ran
             r.request.results[r.prompt_index][r.sample_index] = c
             r.request.remaining -= 1
@@ -361,6 +378,7 @@ class HFEngine:
             next_pos = pos[:, -1].index_select(0, index) + 1
 
             n = len(rows)
+            self._decoding = n
             generators = [torch.Generator().manual_seed(r.seed) for r in rows]
             params = [r.request.params for r in rows]
             prompt_lens = [len(prompts[k]) for k in row_prompt]
@@ -385,7 +403,7 @@ class HFEngine:
                 for s, i in enumerate(slots):
                     if finish[i] is not None:
                         continue
-                    if rows[i].request.error is not None:  # cancelled (or failed): stop decoding it
+                    if rows[i].request.dropped:  # cancelled (or failed): stop decoding it
                         finish[i] = "abort"
                         continue
                     t = tok_list[s]
@@ -403,6 +421,7 @@ class HFEngine:
                         finish[i] = "length"
                 still = [s for s, i in enumerate(slots) if finish[i] is None]
                 self.stats["tokens"] += len(still)
+                self._decoding = len(still)
                 if not still:
                     break
                 if len(still) <= (1 - _PRUNE_FRACTION) * len(slots):

@@ -212,6 +212,10 @@ class VLLMEngine:
         with self._tok_lock:
             return len(encode_prompt(self.tokenizer, text))
 
+    def unfinished(self) -> int:
+        """vLLM's own count of the requests it holds (what an abort removes)."""
+        return int(self._llm.get_num_unfinished_requests())
+
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
             raise InvalidInputError(
