@@ -6,10 +6,13 @@ decisions (stop, checkpoint) so every rank runs the same collectives in the same
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,12 +52,23 @@ class DistContext:
 
             dist.barrier()
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group. `finished` (the run ended normally on this rank): first wait, up to a minute,
+        until every rank is here, so no rank tears down its connections while a peer still uses its own."""
         if self.enabled:
             import torch.distributed as dist
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            if not dist.is_initialized():
+                return
+            if finished:
+                try:
+                    if dist.get_backend() == "gloo":
+                        dist.monitored_barrier(timeout=timedelta(minutes=1))
+                    else:
+                        dist.barrier()
+                except Exception as e:  # a peer that died or hangs: leave anyway
+                    log.warning("ranks did not meet before leaving the process group: %s", e)
+            dist.destroy_process_group()
 
 
 def init_distributed(use_cuda: bool) -> DistContext:
