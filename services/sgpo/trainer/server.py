@@ -127,7 +127,7 @@ def serve(cfg: TrainerConfig) -> None:
     finally:
         dist.close(finished)
     if finished and not dist.is_main:
-        # A rank > 0 has nothing left to write (rank 0 reports, its shards are on disk): skip interpreter
+        # A rank > 0 has nothing left to write (rank 0 writes checkpoints and weights, and reports): skip interpreter
         # teardown, where a CI run saw one such rank abort after a complete run ("terminate called without an
         # active exception", exit -6, torchrun failing the job).
         logging.shutdown()
