@@ -40,8 +40,7 @@ server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
 health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
 port = server.add_insecure_port("127.0.0.1:0")
 server.start()
-channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-stub = health_pb2_grpc.HealthStub(channel)
+stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 stop = threading.Event()
 calls = [0] * 4
 
@@ -59,14 +58,11 @@ folder = Path(sys.argv[1])
 cluster = LocalCluster(folder / "run.toml", folder / "logs")
 codes = [cluster._spawn(TrueSpec("svc", port=0, metrics_port=0)).wait(30) for _ in range(300)]
 stop.set()
-for t in threads:
-    t.join(15)
-# shut gRPC down before the interpreter does: a server still serving at exit raised in its thread and
-# held the process past the test's deadline in a CI run (all 300 spawns had succeeded)
-channel.close()
-server.stop(None).wait(15)
 print(min(calls), len(codes), codes.count(0), sorted(set(codes)), flush=True)
-os._exit(0)  # the figures are out; interpreter teardown beside gRPC's threads is not what this checks
+# The figures are out: leave without interpreter teardown, which is not what this checks. With the server
+# still serving, teardown raised in its thread and held the process past the test's deadline in a CI run
+# (all 300 spawns had succeeded).
+os._exit(0)
 """
 
 

@@ -65,7 +65,7 @@ class DistContext:
                     if dist.get_backend() == "gloo":
                         dist.monitored_barrier(timeout=timedelta(minutes=1))
                     else:
-                        dist.barrier()
+                        self.barrier()
                 except Exception as e:  # a peer that died or hangs: leave anyway
                     log.warning("ranks did not meet before leaving the process group: %s", e)
             dist.destroy_process_group()
